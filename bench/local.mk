@@ -1,0 +1,1 @@
+# bench: targets are added here as the folder fills.

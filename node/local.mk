@@ -1,0 +1,1 @@
+# node: targets are added here as the folder fills.

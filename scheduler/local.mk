@@ -1,0 +1,1 @@
+# scheduler: targets are added here as the folder fills.

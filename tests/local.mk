@@ -1,0 +1,12 @@
+# tests/: unit tests of common/, and the integration tests (real daemons).
+check_PROGRAMS += tests/unit/common/test_opts
+TESTS += tests/unit/common/test_opts
+tests_unit_common_test_opts_SOURCES = tests/unit/common/test_opts.c
+tests_unit_common_test_opts_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
+tests_unit_common_test_opts_LDADD = common/libcommon.la $(CMOCKA_LIBS)
+
+# Integration tests: bash scripts that start real processes on loopback and
+# speak TAP. They share tests/integration/lib.sh.
+INTEGRATION_TESTS =
+TESTS += $(INTEGRATION_TESTS)
+EXTRA_DIST += tests/integration
