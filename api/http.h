@@ -60,9 +60,10 @@ int api_server_start(uv_loop_t *loop, const struct api_server_config *cfg,
 uint16_t api_server_port(const struct api_server *s);
 
 /*
- * Stop: answer every request still held with 503 {"code":"shutdown"}, stop
- * listening, and close the uv handles; CB (may be NULL) runs once everything
- * is closed. Accepts NULL.
+ * Stop: answer every request still held with 503 {"code":"shutdown"} and run
+ * its close callback, as if the client had gone away (so no owner keeps a
+ * pointer to it), stop listening, and close the uv handles; CB (may be NULL)
+ * runs once everything is closed. Accepts NULL.
  */
 void api_server_stop(struct api_server *s, void (*cb)(void *data), void *data);
 
@@ -96,7 +97,7 @@ void api_reply_error(struct api_req *req, unsigned status, const char *code,
     __attribute__((format(printf, 5, 6)));
 
 /*
- * Map a DVS_E*/negated-errno code to the HTTP status and JSON code of the one
+ * Map a DVS_E* code or a negated errno to the HTTP status and JSON code of the one
  * table (STYLE.md 9) and reply with MSG (or dvs_strerror(err) when NULL).
  */
 void api_reply_err(struct api_req *req, int err, const char *field, const char *msg);
