@@ -1,8 +1,169 @@
-/* The dvs-manager daemon ("dvs-manager serve"). */
+/*
+ * The dvs-manager daemon ("dvs-manager serve"): one Raft member.
+ *
+ * Everything runs on one libuv loop thread: Raft (libuv backend, TCP
+ * transport), the FSM (fsm.c), the HTTP server (api/http.c) and the leader's
+ * duties (leader.c). Only the rare outgoing HTTP calls a member makes (joining
+ * a cluster, announcing its own HTTP address to the leader) run on libuv's
+ * thread pool, because libcurl's easy interface blocks.
+ */
 #ifndef DVS_MANAGER_DAEMON_H
 #define DVS_MANAGER_DAEMON_H
 
+#include <jansson.h>
+#include <raft.h>
+#include <raft/uv.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "api/http.h"
+#include "manager/fsm.h"
+
 /* ARGV holds the flags after "serve". Returns the process exit code. */
 int mgr_serve_main(int argc, char **argv);
+
+/* Settings, filled from the option table (daemon.c) by flags and config file. */
+struct mgr_settings {
+    char *id;
+    char *data_dir;
+    char *raft_addr;
+    char *http_addr;
+    char *bootstrap;
+    char *join;
+    char *config;
+    int64_t election_timeout_ms;
+    int64_t heartbeat_timeout_ms;
+    int64_t snapshot_threshold;
+    int64_t snapshot_trailing;
+    int64_t node_ttl_ms;
+    int64_t load_summary_ms;
+    int64_t leader_tick_ms;
+    int64_t migration_timeout_ms;
+    uint64_t max_body;
+    int64_t max_wait_ms;
+    bool auto_recovery;
+    bool allow_wildcard;
+    int log_level;
+};
+
+struct mgr;
+struct mgr_proposal;
+struct mgr_leader; /* leader.c */
+struct mgr_watches; /* watch.c */
+
+/*
+ * A proposal's completion: STATUS is 0 when the entry was applied (then RES
+ * is the FSM's result; steal res->object by setting it to NULL), or a DVS_E*
+ * code when it was not (DVS_ENOTLEADER, DVS_EUNKNOWNOUTCOME after
+ * RAFT_LEADERSHIPLOST: the entry may still commit, DVS_ESHUTDOWN).
+ */
+typedef void (*mgr_proposal_cb)(struct mgr *m, int status, struct mgr_fsm_result *res,
+                                void *data);
+
+struct mgr {
+    struct mgr_settings cfg;
+    uv_loop_t loop;
+    raft_id id;
+    struct raft raft;
+    struct raft_io io;
+    struct raft_uv_transport transport;
+    struct mgr_fsm *fsm;
+    struct api_server *http;
+    char http_base[300]; /* "http://host:port" of this member */
+
+    /* Leadership, polled once per loop iteration (RAFT.md item 9). */
+    uv_prepare_t poll;
+    unsigned short last_state;
+    raft_term last_term;
+    bool leader_ready; /* leader and its post-election barrier has completed */
+    struct raft_barrier ready_barrier;
+    bool ready_barrier_pending;
+
+    /* Proposals waiting to be batched into one raft_apply (RAFT.md figures). */
+    uv_check_t flush;
+    struct mgr_proposal *queue_head, *queue_tail;
+    unsigned queue_len;
+    /* Proposals handed to raft, by request id, to route FSM results back. */
+    struct mgr_proposal **inflight;
+    unsigned inflight_cap; /* power of two */
+    unsigned inflight_len;
+
+    /* Commit latency of proposals (queued -> applied on this leader), for
+     * /metrics: cumulative histogram buckets in seconds (rest_metrics.c). */
+    uint64_t commit_hist[16];
+    uint64_t commit_count;
+    double commit_sum_s;
+    uint64_t proposals_failed;
+
+    struct mgr_leader *leader;
+    struct mgr_watches *watches;
+
+    /* Announcing our HTTP address to the leader / joining via --join. */
+    uv_timer_t announce_timer;
+    bool announce_busy;
+    uv_work_t announce_work;
+    char announce_target[300];
+    int announce_rc;
+
+    uv_signal_t sigterm, sigint;
+    bool stopping;
+    int exit_code;
+};
+
+/* A deterministic 64-bit Raft id for a member id string (FNV-1a, never 0). */
+raft_id mgr_raft_id(const char *id);
+
+/*
+ * Propose a command. BODY is stolen. REQUEST_ID 0 means "pick one". CB runs
+ * exactly once, on the loop thread, never from inside this call. Returns 0,
+ * or DVS_ENOTLEADER / DVS_ESHUTDOWN / a codec error without calling CB.
+ */
+int mgr_propose(struct mgr *m, unsigned type, json_t *body, uint64_t request_id,
+                mgr_proposal_cb cb, void *data);
+
+bool mgr_is_leader(const struct mgr *m);
+
+/*
+ * The leader's HTTP base URL ("http://h:p") and id, if known. Returns false
+ * when there is no leader or its HTTP address is not in the directory yet.
+ */
+bool mgr_leader_http(struct mgr *m, char *buf, size_t len, char *ret_id, size_t idlen);
+
+/* Upper bounds (seconds) of the commit latency histogram's buckets. */
+#define MGR_COMMIT_BUCKETS 12
+extern const double mgr_commit_bucket_le[MGR_COMMIT_BUCKETS];
+
+/* ---- rest.c ---- */
+extern const struct api_route mgr_routes[];
+
+/* ---- watch.c: blocking queries (docs/api.md) ---- */
+int mgr_watches_init(struct mgr *m);
+void mgr_watches_close(struct mgr *m);
+/*
+ * Blocking queries. A GET handler computes CURRENT, the index of what it
+ * watches (a table index, or an object's modify_index), and calls this before
+ * answering. If REQ asks to block (?index=N&wait=D) and CURRENT <= N, the
+ * request is parked and HANDLER runs again for it when one of TABLES changes
+ * past N or when D has passed; the handler then calls mgr_watch_park again,
+ * which parks it anew if its own data did not change (a change elsewhere in
+ * the table) and the wait has not run out. Returns true when the request was
+ * parked, or answered with 400 for a malformed index/wait: the handler must
+ * then return without replying.
+ */
+bool mgr_watch_park(struct mgr *m, struct api_req *req, unsigned tables, uint64_t current,
+                    api_handler_fn handler);
+void mgr_watches_notify(struct mgr *m, unsigned tables, uint64_t index);
+unsigned mgr_watches_count(const struct mgr *m);
+
+/* ---- leader.c: duties of the leader only ---- */
+int mgr_leader_init(struct mgr *m);
+void mgr_leader_close(struct mgr *m);
+void mgr_leader_start(struct mgr *m); /* became leader and barrier done */
+void mgr_leader_stop(struct mgr *m);  /* lost leadership */
+/* Record a heartbeat; fills *ret with {"state","eligible"} or returns DVS_ENOTFOUND. */
+int mgr_leader_heartbeat(struct mgr *m, const char *node, json_t *load, json_t **ret);
+/* Seconds since the last heartbeat of NODE seen by this leader, or -1. */
+int64_t mgr_leader_last_seen_ms(struct mgr *m, const char *node);
 
 #endif

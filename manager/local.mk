@@ -15,8 +15,13 @@ manager_dvs_manager_SOURCES = \
 	manager/daemon.c manager/daemon.h \
 	manager/watch.c \
 	manager/leader.c \
-	manager/rest.c \
-	manager/cli.c manager/cli.h \
+	manager/rest.c manager/rest.h \
+	manager/rest_members.c \
+	manager/rest_nodes.c \
+	manager/rest_endpoints.c \
+	manager/rest_migrations.c \
+	manager/rest_metrics.c \
+	manager/cli.c manager/cli.h manager/cli_internal.h \
 	manager/cli_status.c \
 	manager/cli_member.c \
 	manager/cli_node.c \
