@@ -1,1 +1,9 @@
-# bench: targets are added here as the folder fills.
+# bench/: benchmarks that print figures (never pass/fail). Built with `make bench`.
+EXTRA_PROGRAMS += bench/mgr_bench
+bench_mgr_bench_SOURCES = bench/mgr_bench.c
+bench_mgr_bench_CFLAGS = $(AM_CFLAGS) $(RAFT_CFLAGS) $(JANSSON_CFLAGS) $(CURL_CFLAGS)
+bench_mgr_bench_LDADD = manager/libmgrcore.la api/libapi.la libdvs/libdvs.la common/libcommon.la -lpthread
+DVS_BENCHES += bench/mgr_bench
+bench: $(DVS_BENCHES)
+.PHONY: bench
+CLEANFILES += $(EXTRA_PROGRAMS)

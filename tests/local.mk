@@ -7,6 +7,14 @@ tests_unit_common_test_opts_LDADD = common/libcommon.la $(CMOCKA_LIBS)
 
 # Integration tests: bash scripts that start real processes on loopback and
 # speak TAP. They share tests/integration/lib.sh.
-INTEGRATION_TESTS =
+INTEGRATION_TESTS = \
+	tests/integration/manager_cluster.sh \
+	tests/integration/manager_api.sh \
+	tests/integration/manager_membership.sh
 TESTS += $(INTEGRATION_TESTS)
 EXTRA_DIST += tests/integration
+
+# The unit-test binaries alone (tools/check.sh runs them under ASan).
+print-unit-tests:
+	@echo $(filter-out $(INTEGRATION_TESTS),$(TESTS))
+.PHONY: print-unit-tests
