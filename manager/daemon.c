@@ -310,10 +310,9 @@ static void fail_inflight(struct mgr *m, int err)
     }
 }
 
-/* uv_check: hand everything queued during this iteration to raft. */
-static void flush_queue(uv_check_t *h)
+/* Hand everything queued during this iteration to raft. */
+static void flush_queue(struct mgr *m)
 {
-    struct mgr *m = h->data;
     while (m->queue_head) {
         if (raft_state(&m->raft) != RAFT_LEADER) {
             fail_queue(m, DVS_ENOTLEADER);
@@ -362,7 +361,18 @@ static void flush_queue(uv_check_t *h)
         if (!m->queue_head)
             m->queue_tail = NULL;
     }
-    uv_check_stop(h);
+    uv_check_stop(&m->flush);
+    uv_idle_stop(&m->flush_idle);
+}
+
+static void flush_on_check(uv_check_t *h)
+{
+    flush_queue(h->data);
+}
+
+static void flush_on_idle(uv_idle_t *h)
+{
+    flush_queue(h->data);
 }
 
 int mgr_propose(struct mgr *m, unsigned type, json_t *body, uint64_t request_id,
@@ -415,8 +425,10 @@ int mgr_propose(struct mgr *m, unsigned type, json_t *body, uint64_t request_id,
         m->queue_head = p;
     m->queue_tail = p;
     m->queue_len++;
-    if (!uv_is_active((uv_handle_t *)&m->flush))
-        uv_check_start(&m->flush, flush_queue);
+    if (!uv_is_active((uv_handle_t *)&m->flush)) {
+        uv_check_start(&m->flush, flush_on_check);
+        uv_idle_start(&m->flush_idle, flush_on_idle);
+    }
     return 0;
 }
 
@@ -678,6 +690,7 @@ static void raft_closed(struct raft *r)
     raft_uv_tcp_close(&m->transport);
     uv_close((uv_handle_t *)&m->poll, close_cb_noop);
     uv_close((uv_handle_t *)&m->flush, close_cb_noop);
+    uv_close((uv_handle_t *)&m->flush_idle, close_cb_noop);
     uv_close((uv_handle_t *)&m->announce_timer, close_cb_noop);
     uv_close((uv_handle_t *)&m->sigterm, close_cb_noop);
     uv_close((uv_handle_t *)&m->sigint, close_cb_noop);
@@ -908,6 +921,8 @@ int mgr_serve_main(int argc, char **argv)
     uv_prepare_start(&m->poll, poll_state);
     uv_check_init(&m->loop, &m->flush);
     m->flush.data = m;
+    uv_idle_init(&m->loop, &m->flush_idle);
+    m->flush_idle.data = m;
     uv_timer_init(&m->loop, &m->announce_timer);
     m->announce_timer.data = m;
     uv_timer_start(&m->announce_timer, announce_tick, 200, 1000);

@@ -80,8 +80,14 @@ struct mgr {
     struct raft_barrier ready_barrier;
     bool ready_barrier_pending;
 
-    /* Proposals waiting to be batched into one raft_apply (RAFT.md figures). */
+    /* Proposals waiting to be batched into one raft_apply (RAFT.md figures).
+     * The check handle flushes after the I/O callbacks of this iteration; the
+     * idle handle keeps the loop from blocking in poll when a proposal was
+     * made from a timer callback (before poll), which otherwise waits for the
+     * next timer, e.g. Raft's heartbeat: a measured 30 ms tail on 5% of
+     * commits. */
     uv_check_t flush;
+    uv_idle_t flush_idle;
     struct mgr_proposal *queue_head, *queue_tail;
     unsigned queue_len;
     /* Proposals handed to raft, by request id, to route FSM results back. */
