@@ -7,3 +7,9 @@ DVS_BENCHES += bench/mgr_bench
 bench: $(DVS_BENCHES)
 .PHONY: bench
 CLEANFILES += $(EXTRA_PROGRAMS)
+
+EXTRA_PROGRAMS += bench/raft_bench
+bench_raft_bench_SOURCES = bench/raft_bench.c
+bench_raft_bench_CFLAGS = $(AM_CFLAGS) $(RAFT_CFLAGS) $(UV_CFLAGS) $(JANSSON_CFLAGS)
+bench_raft_bench_LDADD = manager/libmgrcore.la libdvs/libdvs.la common/libcommon.la $(RAFT_LIBS) $(UV_LIBS) $(JANSSON_LIBS)
+DVS_BENCHES += bench/raft_bench

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Manager figures (issue: Foundation and the Raft-replicated manager):
-#   - directory writes/s through the FSM directly and through the REST API,
-#     1 client and 16/64 concurrent clients (batched into raft_apply);
+#   - directory writes/s through the FSM directly, through Raft without HTTP
+#     (1x1, 1x64 and 256x1 commands per apply x applies in flight), and
+#     through the REST API, 1 client and 16/64 concurrent clients (the daemon
+#     batches them into raft_apply);
 #   - commit latency p50/p99 of one endpoint update (1 client);
 #   - time from kill -9 of the leader to the first successful write through a
 #     surviving member, over RUNS kills (median printed).
@@ -10,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${1:-build/check}
 RUNS=${2:-7}
-make -s -C "$B" manager/dvs-manager bench/mgr_bench >/dev/null
+make -s -C "$B" manager/dvs-manager bench/mgr_bench bench/raft_bench >/dev/null
 M=$B/manager/dvs-manager
 BENCH=$B/bench/mgr_bench
 D=$(mktemp -d /tmp/dvs-bench.XXXXXX)
@@ -39,10 +41,24 @@ wait_leader() { # prints the leader id
 echo "== machine: $(nproc) cores, $(uname -r)"
 echo "== FSM direct (no Raft, no HTTP)"
 "$BENCH" fsm --n 200000
+echo "== through Raft, no HTTP (3 libraft members in one process, one loop thread)"
+"$B/bench/raft_bench" --seconds 5
 for i in 1 2 3; do start "$i"; done
 L=$(wait_leader)
 echo "== REST through a 3-member cluster on loopback (leader $L)"
 "$BENCH" rest --manager "$URLS" --clients 1 --seconds 5
+# The leader's own view of commit latency (proposal -> applied), from /metrics.
+curl -s "http://127.0.0.1:2700${L#m}/metrics" | awk -F'[{}" ]+' '
+    /^dvs_commit_seconds_bucket/ { le[++n] = $3; c[n] = $NF }
+    /^dvs_commit_seconds_count/ { total = $NF }
+    END {
+        p50 = p99 = "";
+        for (i = 1; i <= n; i++) {
+            if (p50 == "" && c[i] >= 0.50 * total) p50 = le[i];
+            if (p99 == "" && c[i] >= 0.99 * total) p99 = le[i];
+        }
+        printf "leader-side commit latency (histogram bucket bounds): p50 <= %s s, p99 <= %s s over %d commits\n", p50, p99, total
+    }'
 "$BENCH" rest --manager "$URLS" --clients 16 --seconds 5
 "$BENCH" rest --manager "$URLS" --clients 64 --seconds 5
 
