@@ -15,7 +15,9 @@
  *              the worst case for the destination search
  *   dry-run    sched_drain_dry_run of one node
  * The time covers the whole call (validation, indexes, policies, texts);
- * building the view is the caller's and is not counted.
+ * building the view is the caller's and is not counted. Wall time and the
+ * thread's CPU time are both shown: on a shared machine the CPU time is the
+ * steadier figure.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -55,10 +57,10 @@ static double unif(struct bench *b, double lo, double hi)
     return lo + (hi - lo) * (double)(rnd(b) >> 11) / (double)(1ull << 53);
 }
 
-static uint64_t now_ns(void)
+static uint64_t clock_ns(clockid_t id)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
@@ -106,6 +108,19 @@ static void generate(struct bench *b, enum scenario sc, uint64_t seed)
     }
     for (size_t i = 0; i < b->nn; i++)
         target[i] = unif(b, lo, hi);
+    uint64_t *ids = malloc(b->ne * sizeof(*ids));
+    if (ids == NULL) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    for (size_t i = 0; i < b->ne; i++)
+        ids[i] = i + 1;
+    for (size_t i = b->ne - 1; i > 0; i--) {
+        size_t j = rnd(b) % (i + 1);
+        uint64_t t = ids[i];
+        ids[i] = ids[j];
+        ids[j] = t;
+    }
     for (size_t i = 0; i < b->ne; i++)
         count[(i * 7919) % b->nn]++;
     for (size_t i = 0; i < b->ne; i++) {
@@ -115,8 +130,9 @@ static void generate(struct bench *b, enum scenario sc, uint64_t seed)
         snprintf(b->names[i], sizeof(b->names[i]), "e%06zu", i);
         memset(e, 0, sizeof(*e));
         e->name = b->names[i];
-        e->id = (rnd(b) << 20) | i; /* unique, not in index order */
+        e->id = ids[i]; /* unique, like database ids, but not in index order */
         e->node = (uint32_t)node;
+        e->last_source = (uint32_t)((node + 1) % b->nn);
         e->state = SCHED_EP_RUNNING;
         double share = target[node] * n->capacity.cpu / (double)count[node];
         e->load.cpu = share * unif(b, 0.5, 1.5);
@@ -163,6 +179,7 @@ static void generate(struct bench *b, enum scenario sc, uint64_t seed)
     }
     free(target);
     free(count);
+    free(ids);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -178,15 +195,19 @@ int main(int argc, char **argv)
     uint64_t seed = 1;
     for (int i = 1; i < argc; i++) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(argv[i], "--nodes") == 0 && v)
-            b.nn = strtoul(v, NULL, 10), i++;
-        else if (strcmp(argv[i], "--endpoints") == 0 && v)
-            b.ne = strtoul(v, NULL, 10), i++;
-        else if (strcmp(argv[i], "--runs") == 0 && v)
-            runs = strtoul(v, NULL, 10), i++;
-        else if (strcmp(argv[i], "--seed") == 0 && v)
-            seed = strtoull(v, NULL, 10), i++;
-        else {
+        if (strcmp(argv[i], "--nodes") == 0 && v) {
+            b.nn = strtoul(v, NULL, 10);
+            i++;
+        } else if (strcmp(argv[i], "--endpoints") == 0 && v) {
+            b.ne = strtoul(v, NULL, 10);
+            i++;
+        } else if (strcmp(argv[i], "--runs") == 0 && v) {
+            runs = strtoul(v, NULL, 10);
+            i++;
+        } else if (strcmp(argv[i], "--seed") == 0 && v) {
+            seed = strtoull(v, NULL, 10);
+            i++;
+        } else {
             fprintf(stderr, "usage: %s [--nodes N] [--endpoints E] [--runs R] [--seed S]\n",
                     argv[0]);
             return strcmp(argv[i], "--help") == 0 ? 0 : 2;
@@ -201,8 +222,9 @@ int main(int argc, char **argv)
     b.eps = calloc(b.ne, sizeof(*b.eps));
     b.ids = calloc(b.nn, sizeof(*b.ids));
     b.names = calloc(b.ne, sizeof(*b.names));
-    uint64_t *ns = calloc(runs, sizeof(*ns));
-    if (b.nodes == NULL || b.eps == NULL || b.ids == NULL || b.names == NULL || ns == NULL) {
+    uint64_t *ns = calloc(runs, sizeof(*ns)), *cpu = calloc(runs, sizeof(*cpu));
+    if (b.nodes == NULL || b.eps == NULL || b.ids == NULL || b.names == NULL || ns == NULL ||
+        cpu == NULL) {
         fprintf(stderr, "out of memory\n");
         return 1;
     }
@@ -213,8 +235,8 @@ int main(int argc, char **argv)
 
     printf("scheduler decision time: %zu nodes, %zu endpoints, %zu evaluations per scenario\n",
            b.nn, b.ne, runs);
-    printf("%-10s %10s %10s %10s %10s  %s\n", "scenario", "p50 ms", "p99 ms", "max ms",
-           "decisions", "moves");
+    printf("%-10s %9s %9s %9s %9s %9s  %s\n", "scenario", "p50 ms", "p99 ms", "max ms",
+           "cpu p50", "decisions", "moves");
     for (int sc = 0; sc < N_SCENARIOS; sc++) {
         generate(&b, (enum scenario)sc, seed);
         struct sched_view view = {b.nodes, b.nn, b.eps, b.ne, b.migs, b.nm, b.hist};
@@ -222,10 +244,11 @@ int main(int argc, char **argv)
         for (size_t r = 0; r < runs; r++) {
             struct sched_plan plan;
             int64_t now = T0 + (int64_t)r * 1000;
-            uint64_t t0 = now_ns();
+            uint64_t t0 = clock_ns(CLOCK_MONOTONIC), c0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
             int rc = sc == DRY_RUN ? sched_drain_dry_run(&view, &cfg, (uint32_t)(b.nn / 2), now, &plan)
                                    : sched_evaluate(&view, &cfg, now, &plan);
-            ns[r] = now_ns() - t0;
+            ns[r] = clock_ns(CLOCK_MONOTONIC) - t0;
+            cpu[r] = clock_ns(CLOCK_THREAD_CPUTIME_ID) - c0;
             if (rc < 0) {
                 char msg[256];
                 sched_view_validate(&view, msg, sizeof(msg));
@@ -238,12 +261,14 @@ int main(int argc, char **argv)
             sched_plan_free(&plan);
         }
         qsort(ns, runs, sizeof(*ns), cmp_u64);
+        qsort(cpu, runs, sizeof(*cpu), cmp_u64);
         size_t p99 = (size_t)((double)(runs - 1) * 0.99 + 0.5);
-        printf("%-10s %10.2f %10.2f %10.2f %10zu  %zu\n", scenario_names[sc],
+        printf("%-10s %9.2f %9.2f %9.2f %9.2f %9zu  %zu\n", scenario_names[sc],
                (double)ns[runs / 2] / 1e6, (double)ns[p99] / 1e6, (double)ns[runs - 1] / 1e6,
-               decisions, moves);
+               (double)cpu[runs / 2] / 1e6, decisions, moves);
     }
     free(ns);
+    free(cpu);
     free(b.nodes);
     free(b.eps);
     free(b.ids);
