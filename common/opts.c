@@ -223,9 +223,17 @@ int opts_load_file(const struct opt_def *defs, void *settings, const char *path,
         *eq = '\0';
         char *name = trim(s);
         char *value = trim(eq + 1);
-        size_t vl = strlen(value);
-        if (vl >= 2 && value[0] == '"' && value[vl - 1] == '"') {
-            value[vl - 1] = '\0';
+        if (value[0] == '"') {
+            /* A quoted value ends at the next quote; only a comment may follow. */
+            char *close = strchr(value + 1, '"');
+            char *rest = close ? trim(close + 1) : NULL;
+            if (!close || (*rest && *rest != '#')) {
+                snprintf(err, errlen, "%s: unterminated or malformed quoted value for %s",
+                         source, name);
+                rv = -EINVAL;
+                break;
+            }
+            *close = '\0';
             value++;
         } else {
             char *h = strchr(value, '#');

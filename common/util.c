@@ -111,6 +111,39 @@ int parse_double(const char *s, double *ret)
     return 0;
 }
 
+/*
+ * A plain decimal number at *P: digits with at most one '.', nothing else
+ * (strtod alone would take hex, exponents, "inf" and "nan", so "0x10s" would
+ * mean 16 s). Advances *P past it.
+ */
+static int scan_decimal(const char **p, double *ret)
+{
+    const char *q = *p;
+    size_t n = 0;
+    bool dot = false, digit = false;
+    char buf[64];
+    while (isdigit((unsigned char)q[n]) || (q[n] == '.' && !dot)) {
+        if (q[n] == '.')
+            dot = true;
+        else
+            digit = true;
+        if (n + 1 >= sizeof(buf))
+            return -ERANGE;
+        buf[n] = q[n];
+        n++;
+    }
+    if (!digit)
+        return -EINVAL;
+    buf[n] = '\0';
+    errno = 0;
+    double v = strtod(buf, NULL);
+    if (errno == ERANGE || !isfinite(v))
+        return -ERANGE;
+    *ret = v;
+    *p = q + n;
+    return 0;
+}
+
 int parse_duration_ms(const char *s, int64_t *ret_ms)
 {
     if (!s || !*s)
@@ -118,14 +151,10 @@ int parse_duration_ms(const char *s, int64_t *ret_ms)
     double total = 0;
     const char *p = s;
     while (*p) {
-        if (!isdigit((unsigned char)*p) && *p != '.')
-            return -EINVAL;
-        char *end;
-        errno = 0;
-        double v = strtod(p, &end);
-        if (end == p || errno == ERANGE || !isfinite(v) || v < 0)
-            return -EINVAL;
-        p = end;
+        double v;
+        int rv = scan_decimal(&p, &v);
+        if (rv)
+            return rv;
         double unit;
         if (strncmp(p, "ms", 2) == 0) {
             unit = 1;
@@ -157,13 +186,12 @@ int parse_size(const char *s, uint64_t *ret_bytes)
 {
     if (!s || !*s || !isdigit((unsigned char)*s))
         return -EINVAL;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || errno == ERANGE || !isfinite(v) || v < 0)
-        return -EINVAL;
+    const char *u = s;
+    double v;
+    int rv = scan_decimal(&u, &v);
+    if (rv)
+        return rv;
     double mult = 1;
-    const char *u = end;
     switch (toupper((unsigned char)*u)) {
     case '\0':
         break;

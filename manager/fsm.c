@@ -127,7 +127,9 @@ static const char schema_sql[] =
     "  registered_at INTEGER NOT NULL,"
     "  state_since INTEGER NOT NULL,"
     "  state_reason TEXT,"
-    "  modify_index INTEGER NOT NULL) STRICT, WITHOUT ROWID;"
+    "  modify_index INTEGER NOT NULL,"
+    /* DESIGN.md §6: when a drain must be over (ms), while the node is draining. */
+    "  drain_deadline INTEGER) STRICT, WITHOUT ROWID;"
     "CREATE TABLE node_load("
     "  node TEXT PRIMARY KEY,"
     "  time INTEGER NOT NULL,"
@@ -184,7 +186,8 @@ static const char *const table_names[] = {
 /* Column lists shared by the queries that build JSON objects. */
 #define NODE_COLS                                                                  \
     "n.id, n.address, n.cpu, n.mem, n.state, n.eligible, n.registered_at, "        \
-    "n.state_since, n.state_reason, n.modify_index, l.time, l.cpu, l.mem, l.rps "  \
+    "n.state_since, n.state_reason, n.modify_index, l.time, l.cpu, l.mem, l.rps, " \
+    "n.drain_deadline "                                                            \
     "FROM nodes n LEFT JOIN node_load l ON l.node = n.id"
 #define ENDPOINT_COLS                                                              \
     "id, name, command, cpu, mem, arena_size, arena_addr, node, address, "         \
@@ -226,13 +229,13 @@ static const char *const table_names[] = {
     X(MEMBER_BY_RAFT, "SELECT id, http_addr FROM members WHERE raft_addr = ?1 "         \
                       "ORDER BY id LIMIT 1")                                            \
     X(NODE_ROW, "SELECT id, address, cpu, mem, state, eligible, registered_at, "        \
-                "state_since, state_reason FROM nodes WHERE id = ?1")                   \
+                "state_since, state_reason, drain_deadline FROM nodes WHERE id = ?1")   \
     X(NODE_INSERT, "INSERT INTO nodes(id, address, cpu, mem, state, eligible, "         \
                    "registered_at, state_since, state_reason, modify_index) "           \
                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")                  \
     X(NODE_UPDATE, "UPDATE nodes SET address = ?2, cpu = ?3, mem = ?4, state = ?5, "    \
                    "eligible = ?6, state_since = ?7, state_reason = ?8, "               \
-                   "modify_index = ?9 WHERE id = ?1")                                   \
+                   "modify_index = ?9, drain_deadline = ?10 WHERE id = ?1")             \
     X(NODE_JSON, "SELECT " NODE_COLS " WHERE n.id = ?1")                                \
     X(NODE_JSON_ALL, "SELECT " NODE_COLS " ORDER BY n.id")                              \
     X(NODE_EXISTS, "SELECT 1 FROM nodes WHERE id = ?1")                                 \
@@ -572,6 +575,8 @@ static const struct field node_state_fields[] = {
     {"state", F_ENUM, .required = true, .values = node_states},
     {"eligible", F_BOOL},
     {"reason", F_TEXT, .max = REASON_MAX_LEN},
+    {"from", F_ENUM, .values = node_states},
+    {"drain_deadline", F_INT, .max = 9007199254740992.0, .unit = "ms"},
     {NULL},
 };
 static const struct field load_summary_fields[] = {
@@ -892,6 +897,9 @@ static json_t *node_json(sqlite3_stmt *s)
     jb_set(&b, "state_since", json_integer(col_int(s, 7)));
     jb_set(&b, "state_reason", col_json_text(s, 8));
     jb_set(&b, "modify_index", json_integer(col_int(s, 9)));
+    /* Only while a drain with a deadline runs (docs/api.md). */
+    if (!col_null(s, 14))
+        jb_set(&b, "drain_deadline", json_integer(col_int(s, 14)));
     return jb_done(&b);
 }
 
@@ -1009,6 +1017,7 @@ struct node_row {
     int64_t state_since;
     char reason[REASON_MAX_LEN + 1];
     bool has_reason;
+    int64_t drain_deadline; /* 0: none */
 };
 
 /* 1 and *ROW filled when node ID exists, 0 when it does not, or DVS_EINTERNAL. */
@@ -1030,15 +1039,17 @@ static int load_node(struct mgr_fsm *fsm, const char *id, struct node_row *row)
     row->state_since = col_int(s, 7);
     row->has_reason = !col_null(s, 8);
     col_text(s, 8, row->reason, sizeof(row->reason));
+    row->drain_deadline = col_null(s, 9) ? 0 : col_int(s, 9);
     sqlite3_reset(s);
     return 1;
 }
 
 static int store_node(struct mgr_fsm *fsm, const struct node_row *n)
 {
-    return db_exec(fsm, S_NODE_UPDATE, "ttditiiti", n->id, n->address, n->cpu, n->mem,
+    return db_exec(fsm, S_NODE_UPDATE, "ttditiitiI", n->id, n->address, n->cpu, n->mem,
                    n->state, (int64_t)n->eligible, n->state_since,
-                   n->has_reason ? n->reason : NULL, fsm->meta[META_INDEX]);
+                   n->has_reason ? n->reason : NULL, fsm->meta[META_INDEX],
+                   (int)(n->drain_deadline > 0), n->drain_deadline);
 }
 
 struct endpoint_row {
@@ -1198,7 +1209,7 @@ static int check_target(struct mgr_fsm *fsm, const char *node, double cpu, int64
  * up and eligible nodes with room, the one left with the least spare
  * capacity, measured as the sum of the spare fractions of cpu and memory.
  * Ties go to the smallest node id. 1 with RET_NODE filled, 0 when no node
- * fits, or DVS_EINTERNAL.
+ * fits, DVS_EINTERNAL or -ENOMEM.
  */
 static int binpack(struct mgr_fsm *fsm, double cpu, int64_t mem, char *ret_node, size_t len)
 {
@@ -1221,7 +1232,7 @@ static int binpack(struct mgr_fsm *fsm, double cpu, int64_t mem, char *ret_node,
             struct cand *c = realloc(cands, ncap * sizeof(*c));
             if (!c) {
                 sqlite3_reset(s);
-                rc = DVS_EINTERNAL;
+                rc = -ENOMEM;
                 goto out;
             }
             cands = c;
@@ -1438,6 +1449,7 @@ static int cmd_node_state(struct mgr_fsm *fsm, const json_t *body, struct mgr_fs
     const char *id = get_str(body, "id");
     const char *state = get_str(body, "state");
     const char *reason = get_str(body, "reason");
+    const char *from = get_str(body, "from");
 
     struct node_row n;
     int rc = load_node(fsm, id, &n);
@@ -1446,8 +1458,28 @@ static int cmd_node_state(struct mgr_fsm *fsm, const json_t *body, struct mgr_fs
     if (rc == 0)
         return fail(res, DVS_ENOTFOUND, "id", "id: no node named \"%s\"", id);
 
+    /*
+     * "from" makes the change conditional on the state it was decided in:
+     * the scheduler's "drained" must not land on a drain the operator has
+     * cancelled meanwhile, nor a power-off on a node that began draining.
+     */
+    if (from && strcmp(n.state, from) != 0)
+        return fail(res, DVS_ECONFLICT, "from",
+                    "from: node %s is %s, not %s; the change to %s was not applied", id,
+                    n.state, from, state);
+    if (has(body, "drain_deadline") && strcmp(state, "draining") != 0)
+        return fail(res, DVS_EBADREQUEST, "drain_deadline",
+                    "drain_deadline: only accepted with state draining");
+
     struct node_row old = n;
     bool state_changes = strcmp(n.state, state) != 0;
+
+    /* A drain's deadline lives as long as the drain (DESIGN.md §6): set or
+     * kept while draining (0 = none), cleared by any other state. */
+    if (strcmp(state, "draining") != 0)
+        n.drain_deadline = 0;
+    else if (has(body, "drain_deadline"))
+        n.drain_deadline = get_int(body, "drain_deadline", 0);
 
     /*
      * Eligibility (DESIGN.md §2) is separate from state, but some states
@@ -1475,7 +1507,8 @@ static int cmd_node_state(struct mgr_fsm *fsm, const json_t *body, struct mgr_fs
     }
 
     bool changed = state_changes || n.eligible != old.eligible ||
-                   n.has_reason != old.has_reason || strcmp(n.reason, old.reason) != 0;
+                   n.has_reason != old.has_reason || strcmp(n.reason, old.reason) != 0 ||
+                   n.drain_deadline != old.drain_deadline;
     if (changed) {
         if (store_node(fsm, &n) != 0)
             return fail_internal(fsm, res);
@@ -1568,6 +1601,8 @@ static int cmd_endpoint_create(struct mgr_fsm *fsm, const json_t *body,
          * until the leader can place it (docs/api.md: no_space only with
          * an explicit node). */
         rc = binpack(fsm, cpu, mem, placed, sizeof(placed));
+        if (rc == -ENOMEM)
+            return fail_nomem(res);
         if (rc < 0)
             return fail_internal(fsm, res);
     }
@@ -1897,8 +1932,13 @@ static int meta_load(struct mgr_fsm *fsm)
     int rc;
     while ((rc = db_step(s)) == 1) {
         const char *key = (const char *)sqlite3_column_text(s, 0);
+        if (!key) {
+            /* The key is TEXT NOT NULL: NULL here means out of memory. */
+            sqlite3_reset(s);
+            return DVS_EINTERNAL;
+        }
         for (int i = 0; i < META_COUNT; i++) {
-            if (key && strcmp(key, meta_keys[i]) == 0) {
+            if (strcmp(key, meta_keys[i]) == 0) {
                 meta[i] = col_int(s, 1);
                 seen[i] = true;
             }
@@ -2080,7 +2120,11 @@ static int configure_db(sqlite3 *db)
 static int open_memory_db(sqlite3 **ret_db)
 {
     sqlite3 *db = NULL;
-    int rc = sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    /* NOMUTEX: the FSM lives on the loop thread only (fsm.h), and SQLite's
+     * per-call locking is a measurable part of a small command's cost. */
+    int rc = sqlite3_open_v2(":memory:", &db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
     if (rc != SQLITE_OK) {
         sqlite3_close(db);
         return rc == SQLITE_NOMEM ? -ENOMEM : DVS_EINTERNAL;
@@ -2099,10 +2143,16 @@ static int schema_signature(sqlite3 *db, char **ret_sig)
     sqlite3_stmt *s = NULL;
     sqlite3_str *str = sqlite3_str_new(db);
     int rc = sqlite3_prepare_v2(db, stmt_sql[S_SCHEMA], -1, &s, NULL);
-    if (rc == SQLITE_OK) {
-        while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-            for (int i = 0; i < 4; i++)
-                sqlite3_str_appendf(str, "%s\x1f", (const char *)sqlite3_column_text(s, i));
+    while (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        rc = SQLITE_OK;
+        for (int i = 0; i < 4 && rc == SQLITE_OK; i++) {
+            /* Every column is text (coalesce): NULL means out of memory. */
+            const unsigned char *t = sqlite3_column_text(s, i);
+            if (t)
+                sqlite3_str_appendf(str, "%s\x1f", (const char *)t);
+            else
+                rc = SQLITE_NOMEM;
+        }
     }
     sqlite3_finalize(s);
     char *sig = sqlite3_str_finish(str);
@@ -2236,9 +2286,10 @@ static int query_text(sqlite3 *db, const char *sql, char *buf, size_t len)
     if (rc == SQLITE_OK) {
         rc = sqlite3_step(s);
         if (rc == SQLITE_ROW) {
+            /* These pragmas never answer NULL: NULL means out of memory. */
             const unsigned char *t = sqlite3_column_text(s, 0);
             snprintf(buf, len, "%s", t ? (const char *)t : "");
-            rc = SQLITE_OK;
+            rc = t ? SQLITE_OK : SQLITE_NOMEM;
         }
     }
     sqlite3_finalize(s);
@@ -2253,11 +2304,15 @@ static int query_text(sqlite3 *db, const char *sql, char *buf, size_t len)
 static int check_candidate(struct mgr_fsm *fsm, sqlite3 *db)
 {
     char text[64];
-    if (query_text(db, "PRAGMA quick_check", text, sizeof(text)) != SQLITE_OK ||
-        strcmp(text, "ok") != 0)
+    /* Running out of memory is not the snapshot's fault: say which it is. */
+    int rc = query_text(db, "PRAGMA quick_check", text, sizeof(text));
+    if (rc == SQLITE_NOMEM)
+        return -ENOMEM;
+    if (rc != SQLITE_OK || strcmp(text, "ok") != 0)
         return DVS_EPROTO;
-    if (query_text(db, "PRAGMA user_version", text, sizeof(text)) != SQLITE_OK)
-        return DVS_EPROTO;
+    rc = query_text(db, "PRAGMA user_version", text, sizeof(text));
+    if (rc != SQLITE_OK)
+        return rc == SQLITE_NOMEM ? -ENOMEM : DVS_EPROTO;
     long version = strtol(text, NULL, 10);
     if (version > MGR_FSM_SCHEMA_VERSION)
         return -EPROTONOSUPPORT;
@@ -2293,7 +2348,8 @@ int mgr_fsm_restore(struct mgr_fsm *fsm, const void *data, size_t len)
     int rc = sqlite3_deserialize(db, "main", copy, (sqlite3_int64)len, (sqlite3_int64)len,
                                  SQLITE_DESERIALIZE_FREEONCLOSE | SQLITE_DESERIALIZE_RESIZEABLE);
     if (rc != SQLITE_OK) {
-        rv = rc == SQLITE_NOMEM ? -ENOMEM : DVS_EPROTO;
+        /* It may answer SQLITE_ERROR with the connection's code NOMEM. */
+        rv = rc == SQLITE_NOMEM || sqlite3_errcode(db) == SQLITE_NOMEM ? -ENOMEM : DVS_EPROTO;
         goto close_db;
     }
     rv = check_candidate(fsm, db);
@@ -2313,7 +2369,7 @@ int mgr_fsm_restore(struct mgr_fsm *fsm, const void *data, size_t len)
         finalize_statements(fsm);
         fsm->db = old_db;
         memcpy(fsm->meta, old_meta, sizeof(old_meta));
-        rv = rv == DVS_EINTERNAL ? DVS_EINTERNAL : DVS_EPROTO;
+        rv = rv == DVS_EINTERNAL ? -ENOMEM : DVS_EPROTO;
         goto close_db;
     }
     sqlite3_close(old_db);
