@@ -10,7 +10,15 @@ tests_unit_common_test_opts_LDADD = common/libcommon.la $(CMOCKA_LIBS)
 INTEGRATION_TESTS = \
 	tests/integration/manager_cluster.sh \
 	tests/integration/manager_api.sh \
-	tests/integration/manager_membership.sh
+	tests/integration/manager_membership.sh \
+	tests/integration/node_agent.sh \
+	tests/integration/node_migrate.sh \
+	tests/integration/node_faults.sh \
+	tests/integration/node_failover.sh \
+	tests/integration/sched_overload.sh \
+	tests/integration/sched_energy.sh \
+	tests/integration/sched_drain.sh \
+	tests/integration/sched_automation.sh
 TESTS += $(INTEGRATION_TESTS)
 EXTRA_DIST += tests/integration
 
