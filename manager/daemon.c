@@ -94,6 +94,27 @@ static const struct opt_def serve_opts[] = {
      "allow --raft-addr 0.0.0.0 (Raft traffic is not authenticated)", false, false},
     {"log-level", OPT_LOGLEVEL, "info", 0, 0, OFF(log_level), "LEVEL",
      "debug, info, warn or error", false, false},
+    /* The scheduler (DESIGN.md §6); its policy settings follow as --sched-* options
+     * generated from the scheduler's own table (sched_glue.c). */
+    {"sched-interval", OPT_DURATION, "10s", 100, 3600000, OFF(sched_interval_ms), "DURATION",
+     "how often the leader runs the scheduler (and at most once a second after changes)",
+     false, false},
+    {"automation", OPT_STRING, "automatic", 0, 0, OFF(automation), "LEVEL",
+     "cluster-wide cap on the automatic policies: off, recommend (plan only) or automatic; "
+     "drains always run",
+     false, false},
+    {"power-off-cmd", OPT_STRING, NULL, 0, 0, OFF(power_off_cmd), "COMMAND",
+     "run by the leader (/bin/sh -c) to power a node off; %n = node id, %a = its address, "
+     "%h = its host",
+     false, false},
+    {"power-on-cmd", OPT_STRING, NULL, 0, 0, OFF(power_on_cmd), "COMMAND",
+     "run by the leader (/bin/sh -c) to power a standby node on; same substitutions",
+     false, false},
+    {"power-hook-timeout", OPT_DURATION, "30s", 1000, 3600000, OFF(power_hook_timeout_ms),
+     "DURATION", "a power hook still running after this is killed and counts as failed",
+     false, false},
+    {"drain-deadline", OPT_DURATION, "1h", 0, 604800000, OFF(drain_deadline_ms), "DURATION",
+     "default deadline of a node drain (0 = none)", false, false},
     {NULL},
 };
 
@@ -109,7 +130,7 @@ static void serve_usage(FILE *out)
             "--join (an existing member's REST URL). Later starts reuse the state in\n"
             "--data-dir; --bootstrap is then ignored.\n\n"
             "Options (also accepted in the --config file as \"name = value\"):\n");
-    opts_usage(serve_opts, out);
+    opts_usage(mgr_sched_options(serve_opts), out);
 }
 
 raft_id mgr_raft_id(const char *id)
@@ -237,6 +258,7 @@ static void on_fsm_change(void *data, unsigned tables, uint64_t index)
 {
     struct mgr *m = data;
     mgr_watches_notify(m, tables, index);
+    mgr_sched_notify(m, tables);
 }
 
 static int raft_status_to_dvs(int status)
@@ -710,6 +732,7 @@ static void http_stopped(void *data)
     struct mgr *m = data;
     m->http = NULL;
     mgr_leader_close(m);
+    mgr_sched_close(m);
     fail_queue(m, DVS_ESHUTDOWN);
     raft_close(&m->raft, raft_closed);
 }
@@ -758,12 +781,13 @@ fail:
 int mgr_serve_main(int argc, char **argv)
 {
     struct mgr *m = xcalloc(1, sizeof(*m));
+    const struct opt_def *opts = mgr_sched_options(serve_opts);
     char err[1024];
     bool help;
     int rv;
     int code = 1;
 
-    rv = opts_parse_argv(serve_opts, &m->cfg, argc, argv, &help, err, sizeof(err));
+    rv = opts_parse_argv(opts, &m->cfg, argc, argv, &help, err, sizeof(err));
     if (help) {
         serve_usage(stdout);
         code = 0;
@@ -793,6 +817,11 @@ int mgr_serve_main(int argc, char **argv)
                 "dvs-manager serve: refusing --raft-addr %s: Raft traffic is not "
                 "authenticated; bind a private address or pass --allow-wildcard-raft\n",
                 m->cfg.raft_addr);
+        code = 2;
+        goto out_opts;
+    }
+    if (mgr_sched_check_settings(&m->cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "dvs-manager serve: %s\n", err);
         code = 2;
         goto out_opts;
     }
@@ -934,6 +963,7 @@ int mgr_serve_main(int argc, char **argv)
     uv_signal_start(&m->sigint, on_signal, SIGINT);
     mgr_watches_init(m);
     mgr_leader_init(m);
+    mgr_sched_init(m);
 
     log_info(COMP, "member %s raft=%s http=%s data=%s (%s)", m->cfg.id, m->cfg.raft_addr,
              m->cfg.http_addr, m->cfg.data_dir,
@@ -959,7 +989,7 @@ out_loop:
 out_inflight:
     free(m->inflight);
 out_opts:
-    opts_free(serve_opts, &m->cfg);
+    opts_free(opts, &m->cfg);
     free(m);
     return code;
 }

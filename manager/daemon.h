@@ -19,6 +19,7 @@
 
 #include "api/http.h"
 #include "manager/fsm.h"
+#include "manager/sched_glue.h"
 
 /* ARGV holds the flags after "serve". Returns the process exit code. */
 int mgr_serve_main(int argc, char **argv);
@@ -45,11 +46,21 @@ struct mgr_settings {
     bool auto_recovery;
     bool allow_wildcard;
     int log_level;
+
+    /* The scheduler (sched_glue.c, DESIGN.md §6). */
+    int64_t sched_interval_ms;
+    char *automation;
+    char *power_off_cmd;
+    char *power_on_cmd;
+    int64_t power_hook_timeout_ms;
+    int64_t drain_deadline_ms;
+    struct mgr_sched_slot sched[MGR_SCHED_MAX_PARAMS]; /* --sched-*, by sched_params[] index */
 };
 
 struct mgr;
 struct mgr_proposal;
 struct mgr_leader; /* leader.c */
+struct mgr_sched;  /* sched_glue.c */
 struct mgr_watches; /* watch.c */
 
 /*
@@ -104,6 +115,7 @@ struct mgr {
 
     struct mgr_leader *leader;
     struct mgr_watches *watches;
+    struct mgr_sched *sched;
 
     /* Announcing our HTTP address to the leader / joining via --join. */
     uv_timer_t announce_timer;

@@ -221,6 +221,14 @@ int mgr_leader_heartbeat(struct mgr *m, const char *node, json_t *load, json_t *
     const char *state = json_string_value(json_object_get(n, "state"));
     if (state && strcmp(state, "down") == 0 && l->active && m->leader_ready)
         propose_state(m, h, "up", "heartbeats resumed");
+    /* A standby node that heartbeats has been woken (DESIGN.md §6); the
+     * scheduler tells a woken node from a straggling beat before power-off. */
+    if (state && strcmp(state, "standby") == 0 && l->active && m->leader_ready) {
+        const char *why = mgr_sched_wake_reason(
+            m, node, (int64_t)json_integer_value(json_object_get(n, "state_since")));
+        if (why)
+            propose_state(m, h, "up", why);
+    }
     *ret = json_pack("{s:O,s:O}", "state", json_object_get(n, "state"), "eligible",
                      json_object_get(n, "eligible"));
     json_decref(n);
@@ -271,6 +279,7 @@ void mgr_leader_start(struct mgr *m)
                    (uint64_t)m->cfg.load_summary_ms);
     log_info(COMP, "leader duties started (node ttl %lldms, load summary every %lldms)",
              (long long)m->cfg.node_ttl_ms, (long long)m->cfg.load_summary_ms);
+    mgr_sched_start(m);
 }
 
 void mgr_leader_stop(struct mgr *m)
@@ -279,6 +288,7 @@ void mgr_leader_stop(struct mgr *m)
     if (!l || !l->active)
         return;
     l->active = false;
+    mgr_sched_stop(m);
     uv_timer_stop(&l->tick);
     uv_timer_stop(&l->summary);
     free_hbs(l);

@@ -21,6 +21,8 @@ manager_dvs_manager_SOURCES = \
 	manager/rest_endpoints.c \
 	manager/rest_migrations.c \
 	manager/rest_metrics.c \
+	manager/rest_plan.c \
+	manager/sched_glue.c manager/sched_glue.h \
 	manager/cli.c manager/cli.h manager/cli_internal.h \
 	manager/cli_status.c \
 	manager/cli_member.c \
@@ -29,8 +31,8 @@ manager_dvs_manager_SOURCES = \
 	manager/cli_migration.c
 manager_dvs_manager_CFLAGS = $(AM_CFLAGS) $(RAFT_CFLAGS) $(UV_CFLAGS) $(SQLITE_CFLAGS) \
 	$(JANSSON_CFLAGS) $(MHD_CFLAGS) $(CURL_CFLAGS)
-manager_dvs_manager_LDADD = manager/libmgrcore.la api/libapi.la libdvs/libdvs.la \
-	common/libcommon.la $(RAFT_LIBS) $(UV_LIBS) $(SQLITE_LIBS) $(JANSSON_LIBS) \
+manager_dvs_manager_LDADD = manager/libmgrcore.la scheduler/libsched.la api/libapi.la \
+	libdvs/libdvs.la common/libcommon.la $(RAFT_LIBS) $(UV_LIBS) $(SQLITE_LIBS) $(JANSSON_LIBS) \
 	$(MHD_LIBS) $(CURL_LIBS)
 
 check_PROGRAMS += tests/unit/manager/test_cmd tests/unit/manager/test_fsm

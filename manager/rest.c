@@ -21,6 +21,8 @@ const struct api_route mgr_routes[] = {
     {"POST", "/v1/nodes/{id}/heartbeat", rest_post_heartbeat},
     {"GET", "/v1/nodes/{id}/orders", rest_get_orders},
     {"POST", "/v1/nodes/{id}/enable", rest_post_enable},
+    {"POST", "/v1/nodes/{id}/drain", rest_post_drain},
+    {"DELETE", "/v1/nodes/{id}/drain", rest_delete_drain},
     {"GET", "/v1/endpoints", rest_get_endpoints},
     {"POST", "/v1/endpoints", rest_post_endpoints},
     {"GET", "/v1/endpoints/{name}", rest_get_endpoint},
@@ -30,6 +32,7 @@ const struct api_route mgr_routes[] = {
     {"GET", "/v1/migrations", rest_get_migrations},
     {"GET", "/v1/migrations/{id}", rest_get_migration},
     {"PATCH", "/v1/migrations/{id}", rest_patch_migration},
+    {"GET", "/v1/plan", rest_get_plan},
     {"GET", "/metrics", rest_get_metrics},
     {NULL, NULL, NULL},
 };

@@ -127,6 +127,10 @@ void rest_get_metrics(struct api_req *req, void *data)
     count_by(&b, "dvs_migrations_by_reason", migs, "reason", reasons);
     json_decref(migs);
 
+    char *sched = mgr_sched_metrics(m);
+    put(&b, "%s", sched);
+    free(sched);
+
     put(&b, "# HELP dvs_blocking_queries_parked Blocking queries waiting on this member.\n"
             "# TYPE dvs_blocking_queries_parked gauge\ndvs_blocking_queries_parked %u\n",
         mgr_watches_count(m));
