@@ -31,7 +31,7 @@
  * the same address on any node. Ranges are aligned to MGR_ARENA_ALIGN, sizes
  * rounded up to it, and MGR_ARENA_GUARD bytes are left unmapped between two.
  */
-#define MGR_ARENA_BASE 0x100000000000ull  /* 16 TiB */
+#define MGR_ARENA_BASE 0x200000000000ull  /* 32 TiB: above ASan's shadow memory (ends 0x10007fff7fff) */
 #define MGR_ARENA_LIMIT 0x600000000000ull /* 96 TiB, below x86-64's 128 TiB */
 #define MGR_ARENA_ALIGN (2ull << 20)
 #define MGR_ARENA_GUARD (2ull << 20)

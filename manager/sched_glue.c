@@ -820,7 +820,8 @@ static void log_decision(struct mgr_sched *s, const struct view *w,
     if (!acting) {
         uint64_t h = fnv1a(facts);
         seen[(*n_seen)++] = h;
-        fresh = !bsearch(&h, s->seen, s->n_seen, sizeof(*s->seen), cmp_u64);
+        fresh = s->n_seen == 0 ||
+                !bsearch(&h, s->seen, s->n_seen, sizeof(*s->seen), cmp_u64);
     }
     if (acting || (fresh && !waiting && d->action != SCHED_ACT_NOTHING))
         s->decided[d->action][d->policy][d->automatic]++;

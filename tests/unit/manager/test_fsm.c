@@ -654,7 +654,7 @@ static void create_endpoint_applies_the_documented_defaults(void **state)
     assert_float_equal(json_real_value(json_object_get(e, "cpu")), 0.1, 1e-12);
     assert_int_equal(num(e, "mem"), 64 * MiB);
     assert_int_equal(num(e, "arena_size"), (int64_t)MGR_ARENA_DEFAULT);
-    expect_field_str(e, "arena_addr", "0x100000000000");
+    expect_field_str(e, "arena_addr", "0x200000000000");
     assert_true(json_is_null(json_object_get(e, "node")));
     assert_true(json_is_null(json_object_get(e, "address")));
     assert_int_equal(num(e, "generation"), 0);
