@@ -47,6 +47,9 @@ check() {
     if "$@"; then ok "$desc"; else not_ok "$desc"; fi
 }
 diag() { echo "# $*"; }
+# quiet COMMAND...: run COMMAND with its output discarded (inside check, so
+# that the TAP line itself is still printed).
+quiet() { "$@" >/dev/null; }
 bail() { echo "Bail out! $*"; exit 1; }
 done_testing() { echo "1..$TAP_N"; [ "$TAP_FAILED" -eq 0 ]; }
 

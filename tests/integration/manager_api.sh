@@ -58,7 +58,7 @@ for id in m1 m2 m3; do check "member $id survived the bad input" alive "$id"; do
 # Writes on a follower are redirected (307) to the leader.
 check "a write on a follower answers 307 to the leader" bash -c "
     curl -s -o /dev/null -D - -X DELETE $FU/v1/endpoints/dup | grep -qi '^location: $LU/v1/endpoints/dup'"
-check "the CLI follows the redirect" mgr "$F" endpoint delete dup >/dev/null
+check "the CLI follows the redirect" quiet mgr "$F" endpoint delete dup
 
 # Blocking queries: prompt on a change, at the timeout otherwise. First let
 # the follower apply the delete above, so that the query waits for the next
@@ -86,7 +86,7 @@ check "... after waiting (not at once)" test "$el" -ge 600
 check "register node n1" bash -c "
     [ \$(curl -s -L -o /dev/null -w '%{http_code}' -X POST -d '{\"id\":\"n1\",\"address\":\"127.0.0.1:9999\",\"cpu\":4,\"mem\":8589934592}' $FU/v1/nodes) = 200 ]"
 hb() { curl -sf -L -X POST -d '{"cpu_used":1.5,"mem_used":1048576,"rps":42}' "$FU/v1/nodes/n1/heartbeat"; }
-check "heartbeat of n1 accepted (through a follower)" hb >/dev/null
+check "heartbeat of n1 accepted (through a follower)" quiet hb
 node_state() { [ "$(curl -sf "$(url "$1")/v1/nodes/n1" | jq -r .state)" = "$2" ]; }
 load_seen() { [ "$(curl -sf "$(url "$1")/v1/nodes/n1" | jq -r .load.rps)" = 42 ]; }
 check "the load summary reaches a follower" wait_until 10 load_seen "$F"

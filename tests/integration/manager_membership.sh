@@ -20,7 +20,7 @@ check "the new member knows the leader" wait_until 10 has_leader m1 m2 m3 m4
 L=$(leader_of m1 m2 m3 m4)
 VICTIM=""
 for id in m1 m2 m3 m4; do [ "$id" != "$L" ] && [ "$id" != m4 ] && { VICTIM=$id; break; }; done
-check "member remove $VICTIM (a follower) succeeds" mgr m4 member remove "$VICTIM" >/dev/null
+check "member remove $VICTIM (a follower) succeeds" quiet mgr m4 member remove "$VICTIM"
 kill9 "$VICTIM"
 REST=(); for id in m1 m2 m3 m4; do [ "$id" != "$VICTIM" ] && REST+=("$id"); done
 check "three voters remain" wait_until 10 voters "${REST[0]}" 3
@@ -30,7 +30,7 @@ check "member list no longer shows $VICTIM" bash -c "
 # Removing the leader: it transfers leadership first, the new leader removes it.
 L=$(leader_of "${REST[@]}")
 OTHERS=(); for id in "${REST[@]}"; do [ "$id" != "$L" ] && OTHERS+=("$id"); done
-check "removing the leader $L succeeds" mgr "$L" member remove "$L" >/dev/null
+check "removing the leader $L succeeds" quiet mgr "$L" member remove "$L"
 check "the two others elect a leader among themselves" wait_until 15 has_leader "${OTHERS[@]}"
 check "two voters remain" wait_until 10 voters "${OTHERS[0]}" 2
 check "writes still work with two voters" wait_until 10 mgr "${OTHERS[0]}" endpoint create after --command /bin/true --arena 2M
