@@ -13,3 +13,8 @@ bench_raft_bench_SOURCES = bench/raft_bench.c
 bench_raft_bench_CFLAGS = $(AM_CFLAGS) $(RAFT_CFLAGS) $(UV_CFLAGS) $(JANSSON_CFLAGS)
 bench_raft_bench_LDADD = manager/libmgrcore.la libdvs/libdvs.la common/libcommon.la $(RAFT_LIBS) $(UV_LIBS) $(JANSSON_LIBS)
 DVS_BENCHES += bench/raft_bench
+
+EXTRA_PROGRAMS += bench/call_bench
+bench_call_bench_SOURCES = bench/call_bench.c
+bench_call_bench_LDADD = libdvs/libdvs.la common/libcommon.la -lpthread
+DVS_BENCHES += bench/call_bench
