@@ -83,6 +83,13 @@ bool rest_leader_only(struct mgr *m, struct api_req *req)
     return false;
 }
 
+json_t *rest_write_body(struct mgr *m, struct api_req *req, const struct api_field *fields)
+{
+    if (!rest_leader_only(m, req))
+        return NULL;
+    return api_req_json(req, fields);
+}
+
 /* ---- Proposals on behalf of a request ---- */
 
 struct rest_write {

@@ -21,6 +21,14 @@
 bool rest_leader_only(struct mgr *m, struct api_req *req);
 
 /*
+ * The start of every write handler with a body: rest_leader_only, then the
+ * strict body check of api_req_json against FIELDS. Returns the body (a new
+ * reference) or NULL when REQ has already been answered (redirect, 503, 400,
+ * 413).
+ */
+json_t *rest_write_body(struct mgr *m, struct api_req *req, const struct api_field *fields);
+
+/*
  * Propose a command on behalf of REQ and answer it when the outcome is known:
  * OK_STATUS with the FSM's object (or {}), or the error mapped through the
  * one error table. BODY is stolen. The request id comes from the

@@ -51,9 +51,7 @@ void rest_post_endpoints(struct api_req *req, void *data)
         {"node", API_J_STRING, false},
         {NULL},
     };
-    if (!rest_leader_only(m, req))
-        return;
-    json_t *body = api_req_json(req, fields);
+    json_t *body = rest_write_body(m, req, fields);
     if (!body)
         return;
     rest_propose(m, req, MGR_CMD_ENDPOINT_CREATE, body, 201);
@@ -69,9 +67,7 @@ void rest_patch_endpoint(struct api_req *req, void *data)
         {"generation", API_J_INT, false},
         {NULL},
     };
-    if (!rest_leader_only(m, req))
-        return;
-    json_t *body = api_req_json(req, fields);
+    json_t *body = rest_write_body(m, req, fields);
     if (!body)
         return;
     if (json_object_size(body) == 0) {
@@ -103,9 +99,7 @@ void rest_post_migrate(struct api_req *req, void *data)
         {"reason", API_J_STRING, false},
         {NULL},
     };
-    if (!rest_leader_only(m, req))
-        return;
-    json_t *body = api_req_json(req, fields);
+    json_t *body = rest_write_body(m, req, fields);
     if (!body)
         return;
     const char *reason = json_string_value(json_object_get(body, "reason"));

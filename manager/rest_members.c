@@ -173,9 +173,7 @@ void rest_post_members(struct api_req *req, void *data)
         {"http_addr", API_J_STRING, true},
         {NULL},
     };
-    if (!rest_leader_only(m, req))
-        return;
-    json_t *body = api_req_json(req, fields);
+    json_t *body = rest_write_body(m, req, fields);
     if (!body)
         return;
     const char *id = json_string_value(json_object_get(body, "id"));

@@ -68,9 +68,7 @@ void rest_post_nodes(struct api_req *req, void *data)
         {"mem", API_J_INT, true},
         {NULL},
     };
-    if (!rest_leader_only(m, req))
-        return;
-    json_t *body = api_req_json(req, fields);
+    json_t *body = rest_write_body(m, req, fields);
     if (!body)
         return;
     /* The FSM validates every field again, deterministically, on apply. */
@@ -86,9 +84,7 @@ void rest_post_heartbeat(struct api_req *req, void *data)
         {"rps", API_J_NUMBER, false},
         {NULL},
     };
-    if (!rest_leader_only(m, req))
-        return;
-    json_t *body = api_req_json(req, fields);
+    json_t *body = rest_write_body(m, req, fields);
     if (!body)
         return;
     const char *k;

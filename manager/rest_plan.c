@@ -106,9 +106,7 @@ void rest_post_drain(struct api_req *req, void *data)
         {"dry_run", API_J_BOOL, false},
         {NULL},
     };
-    if (!rest_leader_only(m, req))
-        return;
-    json_t *body = api_req_json(req, fields);
+    json_t *body = rest_write_body(m, req, fields);
     if (!body)
         return;
     const char *id = api_req_param(req, "id");
