@@ -551,7 +551,7 @@ DVS_API int dvs_arena_open(int fd, uintptr_t addr, size_t size, unsigned flags,
     int rv;
 
     if (fd < 0 || !range_valid(addr, size) ||
-        (flags & ~(unsigned)(DVS_ARENA_INIT | DVS_ARENA_NOCHECK)) != 0)
+        (flags & ~(unsigned)(DVS_ARENA_INIT | DVS_ARENA_NOCHECK | DVS_ARENA_MAPONLY)) != 0)
         return -EINVAL;
     if (fstat(fd, &st) != 0)
         return -errno;
@@ -598,10 +598,8 @@ DVS_API int dvs_arena_open(int fd, uintptr_t addr, size_t size, unsigned flags,
     a->hdr = p;
     if (flags & DVS_ARENA_INIT) {
         format(a);
-    } else {
-        rv = check_header(a);
-        if (rv == 0 && !(flags & DVS_ARENA_NOCHECK))
-            rv = dvs__arena_check(a);
+    } else if (!(flags & DVS_ARENA_MAPONLY)) {
+        rv = dvs_arena_check(a, flags);
         if (rv != 0)
             goto err_unmap;
     }
@@ -612,6 +610,14 @@ err_unmap:
     munmap(p, size);
 err_free:
     free(a);
+    return rv;
+}
+
+DVS_API int dvs_arena_check(dvs_arena *a, unsigned flags)
+{
+    int rv = check_header(a);
+    if (rv == 0 && !(flags & DVS_ARENA_NOCHECK))
+        rv = dvs__arena_check(a);
     return rv;
 }
 

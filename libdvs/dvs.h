@@ -138,6 +138,9 @@ enum {
     /* When restoring, check only the header, not every allocator block.
      * Faster for huge arenas; a corrupt heap then shows up later. */
     DVS_ARENA_NOCHECK = 1u << 1,
+    /* When restoring, only map: no check at all, the contents may still be
+     * arriving. Call dvs_arena_check before using the arena. */
+    DVS_ARENA_MAPONLY = 1u << 2,
 };
 
 /*
@@ -165,6 +168,13 @@ DVS_API int dvs_arena_create(uintptr_t addr, size_t size, dvs_arena **ret_arena)
  */
 DVS_API int dvs_arena_open(int fd, uintptr_t addr, size_t size, unsigned flags,
                            dvs_arena **ret_arena);
+
+/*
+ * Check an arena opened with DVS_ARENA_MAPONLY, as dvs_arena_open would
+ * have (the header, and unless DVS_ARENA_NOCHECK in flags every allocator
+ * block). Returns 0 or DVS_EPROTO.
+ */
+DVS_API int dvs_arena_check(dvs_arena *arena, unsigned flags);
 
 /* Unmap the arena and free the handle (closing the fd only if
  * dvs_arena_create made it). Pointers into the arena become invalid. NULL ok. */

@@ -984,7 +984,9 @@ static void ctl_handle(dvs_server *s, const void *data, size_t len)
             if (rv == 0)
                 ctl_ok(s, id);
             else
-                ctl_error(s, id, rv, "cannot open the reply cache in the restored arena");
+                ctl_error(s, id, rv,
+                          rv == DVS_EPROTO ? "the restored arena is not valid"
+                                           : "cannot open the reply cache in the restored arena");
         }
     } else if (strcmp(m->verb, "freeze") == 0) {
         cmd_freeze(s, id, m);
@@ -1361,7 +1363,12 @@ static int bind_listener(dvs_server *s, const char *listen)
 
 static int restore_start(dvs_server *s, uint64_t generation)
 {
-    int rv = dvs__rc_open(s->arena, &s->rc_limits, &s->rc);
+    int rv = dvs_arena_check(s->arena, 0);
+    if (rv != 0) {
+        slog(s, DVS_LOG_ERROR, "endpoint=%s the restored arena is not valid", s->endpoint);
+        return rv;
+    }
+    rv = dvs__rc_open(s->arena, &s->rc_limits, &s->rc);
     if (rv != 0)
         return rv;
     s->generation = generation;
@@ -1412,8 +1419,10 @@ static int open_arena(dvs_server *s, const struct config *c)
         s->own_arena_fd = true;
         /* Keep the memfd out of the service's own child processes. */
         fcntl(c->arena_fd, F_SETFD, FD_CLOEXEC);
+        /* Restoring, the agent may still be writing the image (it starts
+         * us during the transfer): map now, check at "start". */
         rv = dvs_arena_open(c->arena_fd, c->arena_addr, c->arena_size,
-                            c->restore ? 0 : DVS_ARENA_INIT, &s->arena);
+                            c->restore ? DVS_ARENA_MAPONLY : DVS_ARENA_INIT, &s->arena);
     } else {
         rv = dvs_arena_create(c->arena_addr, c->arena_size, &s->arena);
         if (rv == 0)

@@ -300,11 +300,15 @@ static void batch_applied(struct raft_apply *req, int status, void *result)
     if (status != 0) {
         int err = raft_status_to_dvs(status);
         log_warn(COMP, "batch of %u commands failed: %s", b->n, raft_strerror(status));
+        /* Hold the batch while failing its proposals: the one that brings
+         * pending to 0 would free it (and its proposals) under the loop. */
+        b->pending++;
         for (unsigned i = 0; i < b->n; i++) {
             struct mgr_proposal *p = b->props[i];
             if (!p->done && inflight_take(m, p->request_id) == p)
                 proposal_finish(m, p, err, NULL);
         }
+        b->pending--;
     }
     batch_release(b);
 }

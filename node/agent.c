@@ -37,6 +37,7 @@
 #include "common/opts.h"
 #include "common/util.h"
 #include "node/agent.h"
+#include "node/dirty.h"
 
 #define COMP NODE_COMP_AGENT
 #define DEFAULT_MANAGER "http://127.0.0.1:7001"
@@ -103,6 +104,19 @@ static const struct opt_def serve_opts[] = {
      "stop the services when the agent exits (default: leave them running for the next "
      "agent to adopt)",
      false, false},
+    {"dirty-tracking", OPT_STRING, "auto", 0, 0, OFF(dirty_tracking), "METHOD",
+     "how pre-copy finds the pages a service wrote: auto (uffd where the kernel has async "
+     "write-protect, else mprotect), uffd, mprotect, or none (stop-and-copy)",
+     false, false},
+    {"downtime-budget", OPT_DURATION, "20ms", 1, 60000, OFF(downtime_budget_ms), "DURATION",
+     "pre-copy rounds continue until the rest is estimated to copy within this", false,
+     false},
+    {"precopy-max-rounds", OPT_INT, "5", 1, 100, OFF(precopy_max_rounds), "N",
+     "after this many rounds without fitting the budget, throttle the service "
+     "(auto-converge), then stop and copy",
+     false, false},
+    {"max-bandwidth", OPT_SIZE, "0", 0, 1.0 * (1ull << 40), OFF(max_bandwidth), "BYTES",
+     "cap on one migration's transfer rate, bytes per second; 0 = unlimited", false, false},
     {"config", OPT_STRING, NULL, 0, 0, OFF(config), "FILE",
      "read options from FILE (name = value lines); flags override it", false, true},
     {"log-level", OPT_LOGLEVEL, "info", 0, 0, OFF(log_level), "LEVEL",
@@ -358,6 +372,36 @@ static bool concrete_ip(const char *host)
     return false;
 }
 
+/* DESIGN.md §4: async uffd write-protect where the kernel has it, else
+ * mprotect in the service, else stop-and-copy. */
+static void choose_dirty_method(struct node *n)
+{
+    const char *want = n->cfg.dirty_tracking;
+    char why[200] = "";
+    bool uffd_ok = strcmp(want, "none") != 0 && strcmp(want, "mprotect") != 0 &&
+                   node_dirty_probe_uffd(why, sizeof(why));
+    n->dirty_forced = strcmp(want, "auto") != 0;
+    if (strcmp(want, "none") == 0) {
+        n->dirty_method = NODE_XFER_M_NONE;
+        log_info(COMP, "dirty tracking: none (--dirty-tracking none): migrations stop and copy");
+    } else if (strcmp(want, "mprotect") == 0) {
+        n->dirty_method = NODE_XFER_M_MPROTECT;
+        log_info(COMP, "dirty tracking: mprotect in the service (--dirty-tracking mprotect)");
+    } else if (uffd_ok) {
+        n->dirty_method = NODE_XFER_M_UFFD;
+        log_info(COMP, "dirty tracking: userfaultfd write-protect (async) + PAGEMAP_SCAN");
+    } else if (strcmp(want, "uffd") == 0) {
+        n->dirty_method = NODE_XFER_M_NONE;
+        log_warn(COMP, "dirty tracking: uffd asked for but unavailable (%s): migrations stop "
+                       "and copy",
+                 why);
+    } else {
+        n->dirty_method = NODE_XFER_M_MPROTECT;
+        log_info(COMP, "dirty tracking: mprotect in the service; userfaultfd unavailable: %s",
+                 why);
+    }
+}
+
 static int check_settings(struct node *n, char *err, size_t errlen)
 {
     struct node_settings *c = &n->cfg;
@@ -367,6 +411,13 @@ static int check_settings(struct node *n, char *err, size_t errlen)
                  "invalid --id \"%s\": 1-63 characters of [a-z0-9_.-], starting with a "
                  "letter or digit",
                  c->id);
+        return -EINVAL;
+    }
+    if (strcmp(c->dirty_tracking, "auto") != 0 && strcmp(c->dirty_tracking, "uffd") != 0 &&
+        strcmp(c->dirty_tracking, "mprotect") != 0 && strcmp(c->dirty_tracking, "none") != 0) {
+        snprintf(err, errlen,
+                 "invalid --dirty-tracking \"%s\": expected auto, uffd, mprotect or none",
+                 c->dirty_tracking);
         return -EINVAL;
     }
     if (!c->manager) {
@@ -501,6 +552,7 @@ int node_serve_main(int argc, char **argv)
         uv_run(&n->loop, UV_RUN_DEFAULT);
         goto out_loop;
     }
+    choose_dirty_method(n);
     on_load_timer(&n->load_timer); /* a first sample, so the first heartbeat has figures */
     uv_timer_start(&n->load_timer, on_load_timer, (uint64_t)n->cfg.heartbeat_interval_ms,
                    (uint64_t)n->cfg.heartbeat_interval_ms);

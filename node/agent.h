@@ -75,7 +75,15 @@ struct node_settings {
     int64_t restart_window_ms;
     bool stop_services_on_exit;
     int log_level;
+    /* Pre-copy (DESIGN.md §4, docs/migration.md). */
+    char *dirty_tracking; /* auto, uffd, mprotect, none */
+    int64_t downtime_budget_ms;
+    int64_t precopy_max_rounds;
+    uint64_t max_bandwidth; /* bytes per second; 0 = unlimited */
 };
+
+/* How this agent tracks dirty pages (enum node_xfer_method values): chosen
+ * at start-up from --dirty-tracking and what the kernel offers. */
 
 /* ------------------------------------------------------------------------ */
 /* Control messages (control.c; docs/control-protocol.md)                    */
@@ -278,6 +286,8 @@ struct node {
     char ctl_path[4096 + 16];
     double cpu_capacity;
     uint64_t mem_capacity;
+    int dirty_method;      /* enum node_xfer_method: what migrations try first */
+    bool dirty_forced;     /* --dirty-tracking named it: no fallback to another */
     int lock_fd;
 
     /* Services and their control channels. */

@@ -46,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Debian 12's headers predate it (Linux 5.14). */
@@ -56,8 +57,8 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "node/agent.h"
+#include "node/dirty.h"
 #include "node/transfer.h"
-#include "node/xxh64.h"
 
 #define COMP NODE_COMP_MIG
 /* Unbound connections (no valid hello yet) at once, and how long they get. */
@@ -66,8 +67,22 @@
 #define XFER_CONNECT_TIMEOUT_MS 5000
 #define RETRY_MS 500
 #define CTL_TIMEOUT_MS 5000
-/* At most this many (header, pages) pairs per uv_write. */
+/* At most this many (header, pages) pairs, and about this many bytes, per
+ * uv_write; at most PUMP_WINDOW bytes queued on the socket during a round
+ * that the service runs through (so that the round's pages are read from
+ * the arena when they go out, not long before). */
 #define WRITE_BATCH 512
+#define PUMP_BATCH_BYTES (4u << 20)
+#define PUMP_WINDOW (16u << 20)
+/* Auto-converge: the service waits this long before taking each request,
+ * one step more per round once rounds stop converging (QEMU raises its
+ * vCPU throttle the same way); after the last step, stop and copy. */
+static const uint32_t throttle_steps_us[] = {100, 300, 1000, 3000, 10000};
+#define N_THROTTLE_STEPS (sizeof(throttle_steps_us) / sizeof(throttle_steps_us[0]))
+/* Fixed part of the stop-and-copy estimate: freeze, commit, start. */
+#define STOP_OVERHEAD_MS 2.0
+/* Rounds kept in the migration record. */
+#define MAX_ROUND_STATS 32
 
 enum mig_state {
     /* destination */
@@ -75,13 +90,15 @@ enum mig_state {
     D_WAITING,    /* precopy reported; waiting for the source to connect */
     D_RECEIVING,  /* the source is streaming */
     D_VERIFYING,  /* END received; image checksum on the pool */
-    D_SPAWNING,   /* restore instance started; waiting for it to open */
+    D_SPAWNING,   /* image verified; waiting for the restore instance to open */
     D_COMMITTING, /* PATCH committed in flight */
     D_STARTING,   /* committed; "start" sent */
     /* source */
     S_PLANNED,    /* waiting for the destination's precopy */
     S_CONNECTING,
     S_PREPARING,  /* ranges reserved; waiting for the destination's READY */
+    S_TRACKING,   /* READY; dirty tracking being set up with the service */
+    S_PRECOPY,    /* rounds while the service serves */
     S_FREEZING,   /* "freeze" sent */
     S_SENDING,    /* frozen; scanning and writing pages */
     S_SENT,       /* END written; waiting for the outcome */
@@ -95,7 +112,8 @@ static const char *const state_names[] = {
     [D_PREPARING] = "preparing", [D_WAITING] = "waiting",     [D_RECEIVING] = "receiving",
     [D_VERIFYING] = "verifying", [D_SPAWNING] = "spawning",   [D_COMMITTING] = "committing",
     [D_STARTING] = "starting",   [S_PLANNED] = "planned",     [S_CONNECTING] = "connecting",
-    [S_PREPARING] = "preparing-destination", [S_FREEZING] = "freezing",   [S_SENDING] = "sending",     [S_SENT] = "sent",
+    [S_PREPARING] = "preparing-destination", [S_TRACKING] = "tracking",
+    [S_PRECOPY] = "precopy",     [S_FREEZING] = "freezing",   [S_SENDING] = "sending",     [S_SENT] = "sent",
     [M_ABORTING] = "aborting",   [M_RESOLVING] = "resolving", [M_DONE] = "done",
 };
 
@@ -126,6 +144,8 @@ struct node_migration {
     bool frozen_reported;
     bool frozen_report_busy;
     bool scan_done;
+    bool final_queued; /* the last round's pages are all queued */
+    bool restore_spawned, restore_ready; /* destination: the restore instance */
     bool end_sent;
     bool start_sent;
     bool seen;     /* reconcile scratch */
@@ -146,6 +166,36 @@ struct node_migration {
     int64_t t_start_ms, t_frozen_ms, t_end_ms;
     uint64_t new_generation;
     char new_address[128];
+
+    /* Source: pre-copy (DESIGN.md §4). */
+    int method;      /* enum node_xfer_method in use */
+    int stop_reason; /* enum node_xfer_stop */
+    int throttle_trigger; /* the stop reason that started throttling, or 0 */
+    struct node_dirty_uffd uffd;
+    bool uffd_on;
+    uint8_t *bitmap; /* mprotect mode: the service's shared bitmap */
+    uint64_t bitmap_size;
+    bool mprotect_on;
+    bool full_final;            /* tracking lost: the last round is everything */
+    struct node_runs send;      /* the round being sent */
+    size_t send_idx;            /* its next run to queue */
+    bool sending, round_closed, final_round;
+    struct node_runs pending;   /* collected when the freeze was decided: sent after it */
+    uint64_t round_no;          /* the round being sent or next (0 = everything) */
+    uint64_t prev_dirty;        /* bytes collected at the previous collect */
+    int64_t round_t0_us, precopy_t0_us, precopy_us;
+    uint64_t round_queued;      /* payload bytes queued in this round */
+    double bw;                  /* measured bytes per second */
+    unsigned throttle_step;     /* steps applied */
+    unsigned scan_parts;        /* checksum workers outstanding */
+    uint64_t scan_sum, scan_pages;
+    int scan_rv;
+    uv_timer_t pace_timer;      /* --max-bandwidth */
+
+    /* Destination: what the stream said, for the record. */
+    uint64_t d_method, d_stop, d_bw, d_throttle_us, d_trigger, d_precopy_us;
+    uint64_t d_rounds[MAX_ROUND_STATS][2]; /* pages, bytes */
+    unsigned d_nrounds;
 
     uv_timer_t timer;       /* the current phase's deadline */
     uv_timer_t retry_timer; /* retries of reports */
@@ -174,13 +224,15 @@ struct node_xfer_conn {
     uint8_t *out;  /* record headers being written (source) */
     uint8_t *pre;  /* RESERVE and SYNC records being written (source) */
     unsigned writes_pending;
-    uint8_t freeze_rec[NODE_XFER_REC_SIZE];
+    uint8_t freeze_rec[2 * NODE_XFER_REC_SIZE]; /* FREEZE, THROTTLE */
     uint8_t end_rec[NODE_XFER_REC_SIZE];
+    uint64_t inflight;   /* source: payload bytes queued and not yet written */
+    unsigned batches;    /* source: page batches queued and not yet written */
     uint8_t scratch[64];
-    /* Destination: the image checksum, as pages arrive (single round). */
-    struct node_xxh64 hash;
-    uint64_t hash_off, last_end;
-    bool hash_ok;
+    /* Destination: the image checksum, kept as pages arrive: each page's
+     * term, and their sum (transfer.h). */
+    uint64_t *phash;
+    uint64_t hsum, hash_off;
     bool synced;
     char peer[64];
     unsigned handles;
@@ -248,6 +300,12 @@ static void mig_free_if_done(struct node_migration *m)
     if (m->memfd >= 0)
         close(m->memfd);
     free(m->scan.runs);
+    node_runs_free(&m->send);
+    node_runs_free(&m->pending);
+    if (m->uffd_on)
+        node_dirty_uffd_stop(&m->uffd);
+    if (m->bitmap)
+        munmap(m->bitmap, m->bitmap_size);
     free(m->reserves);
     free(m->command);
     free(m);
@@ -276,7 +334,9 @@ static struct node_migration *mig_new(struct node *n, int64_t id, const char *en
     m->timer.data = m;
     uv_timer_init(&n->loop, &m->retry_timer);
     m->retry_timer.data = m;
-    m->handles = 2;
+    uv_timer_init(&n->loop, &m->pace_timer);
+    m->pace_timer.data = m;
+    m->handles = 3;
     m->next = n->migrations;
     if (n->migrations)
         n->migrations->prev = m;
@@ -306,6 +366,7 @@ static void mig_destroy(struct node_migration *m)
     }
     uv_close((uv_handle_t *)&m->timer, mig_handle_closed);
     uv_close((uv_handle_t *)&m->retry_timer, mig_handle_closed);
+    uv_close((uv_handle_t *)&m->pace_timer, mig_handle_closed);
     mig_free_if_done(m);
     if (n->stopping)
         node_maybe_finish_stop(n);
@@ -332,6 +393,13 @@ static void deadline_cb(uv_timer_t *t)
         mig_abort(m, "the destination did not prepare its arena within %" PRId64 " ms",
                   m->n->cfg.transfer_timeout_ms);
         break;
+    case S_TRACKING:
+        mig_abort(m, "the service did not set up dirty tracking in time");
+        break;
+    case S_PRECOPY:
+        mig_abort(m, "pre-copy round %" PRIu64 " made no progress for %" PRId64 " ms",
+                  m->round_no, m->n->cfg.transfer_timeout_ms);
+        break;
     case S_SENDING:
     case S_SENT:
         mig_abort(m, "no outcome within %" PRId64 " ms of the transfer",
@@ -355,6 +423,7 @@ static void xc_handle_closed(uv_handle_t *h)
 {
     struct node_xfer_conn *c = h->data;
     if (--c->handles == 0) {
+        free(c->phash);
         free(c->out);
         free(c->pre);
         free(c);
@@ -445,7 +514,7 @@ static void peer_name(uv_tcp_t *t, char *buf, size_t len)
 
 /* ---- destination: reading ---- */
 
-static void dst_received(struct node_migration *m, bool have_sum, uint64_t sum);
+static void dst_received(struct node_migration *m, uint64_t sum);
 static void dst_reserve(struct node_migration *m);
 
 static void ready_written(uv_write_t *w, int status)
@@ -514,8 +583,13 @@ static bool dst_bind(struct node_xfer_conn *c)
     }
     c->map = m->map;
     c->arena_size = m->arena_size;
-    node_xxh64_init(&c->hash, 0);
-    c->hash_ok = true;
+    /* One term per page; calloc'd, so the pages never sent cost nothing. */
+    c->phash = calloc(m->arena_size / NODE_XFER_PAGE, sizeof(uint64_t));
+    if (!c->phash) {
+        xc_fail(c, "out of memory for the page checksums");
+        return false;
+    }
+    c->hsum = 0;
     mig_set_state(m, D_RECEIVING);
     /* A repeating timer, so that uv_timer_again on every read pushes the
      * stall deadline back. */
@@ -565,14 +639,21 @@ static void dst_record(struct node_xfer_conn *c)
         dst_reserve(m);
         break;
     case NODE_XFER_FREEZE:
+        if (m->t_freeze_rx_ms > 0) {
+            xc_fail(c, "a second FREEZE record");
+            return;
+        }
         m->t_freeze_rx_ms = now_mono_ms();
+        m->d_method = r.a;
+        m->d_stop = r.b;
+        m->d_bw = r.c;
+        break;
+    case NODE_XFER_THROTTLE:
+        m->d_throttle_us = r.a;
+        m->d_trigger = r.b;
+        m->d_precopy_us = r.c;
         break;
     case NODE_XFER_PAGES:
-        /* The running checksum holds only while pages come in ascending
-         * order, each once: the single round of stop-and-copy. */
-        if (r.a < c->last_end)
-            c->hash_ok = false;
-        c->last_end = r.a + r.b;
         c->hash_off = r.a;
         c->rs = XC_DATA;
         c->data_off = r.a;
@@ -587,11 +668,17 @@ static void dst_record(struct node_xfer_conn *c)
         }
         log_debug(COMP, "migration=%" PRId64 " round=%" PRIu64 " pages=%" PRIu64, m->id, r.a,
                   r.b);
+        if (m->d_nrounds < MAX_ROUND_STATS) {
+            m->d_rounds[m->d_nrounds][0] = r.b;
+            m->d_rounds[m->d_nrounds][1] = r.c;
+            m->d_nrounds++;
+        }
         c->next_round++;
         c->round_pages = c->round_bytes = 0;
         break;
     case NODE_XFER_END:
-        if (r.a != c->payload_bytes || c->round_pages != 0 || c->next_round == 0) {
+        if (r.a != c->payload_bytes || c->round_pages != 0 || c->next_round == 0 ||
+            m->t_freeze_rx_ms == 0) {
             xc_fail(c, "end record does not match the stream (length or rounds)");
             return;
         }
@@ -599,10 +686,10 @@ static void dst_record(struct node_xfer_conn *c)
         uv_timer_stop(&c->timer);
         m->bytes = c->payload_bytes;
         m->rounds = c->next_round;
-        m->scan.checksum = r.b; /* what the source computed; checked later */
+        m->scan.checksum = r.b; /* what the source computed from its frozen arena */
         m->src_frozen_us = r.c;
         m->t_end_ms = now_mono_ms();
-        dst_received(m, c->hash_ok && c->next_round == 1, node_xxh64_digest(&c->hash));
+        dst_received(m, c->hsum);
         return;
     default:
         xc_fail(c, "unexpected record type from the source");
@@ -638,12 +725,13 @@ static void xc_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c->data_left -= (uint64_t)nread;
         c->payload_bytes += (uint64_t)nread;
         /* Checksum the pages completed by this read while they are hot in
-         * the cache: no second pass over the arena after END. */
-        for (; c->hash_ok && c->hash_off + NODE_XFER_PAGE <= c->data_off;
-             c->hash_off += NODE_XFER_PAGE) {
-            const uint8_t *page = c->map + c->hash_off;
-            if (!node_xfer_page_is_zero(page))
-                node_xfer_hash_page(&c->hash, c->hash_off, page);
+         * the cache: no pass over the arena after END. A page sent again
+         * replaces its term. */
+        for (; c->hash_off + NODE_XFER_PAGE <= c->data_off; c->hash_off += NODE_XFER_PAGE) {
+            uint64_t p = c->hash_off / NODE_XFER_PAGE;
+            uint64_t h = node_xfer_page_hash(c->hash_off, c->map + c->hash_off);
+            c->hsum += h - c->phash[p];
+            c->phash[p] = h;
         }
         if (c->data_left == 0) {
             c->rs = XC_REC;
@@ -739,6 +827,7 @@ static void mig_patch(struct node_migration *m, json_t *body, node_call_cb cb)
 /* ---- settling the outcome ---- */
 
 static void finish_aborted(struct node_migration *m);
+static void src_untrack(struct node_migration *m);
 static void src_finish_committed(struct node_migration *m);
 static void dst_start(struct node_migration *m);
 
@@ -1017,6 +1106,8 @@ static void finish_aborted(struct node_migration *m)
              m->id, m->endpoint, m->is_source ? "source" : "destination", took,
              m->error[0] ? m->error : "(aborted by the manager)");
     if (m->is_source) {
+        /* Full speed again before it serves again. */
+        src_untrack(m);
         struct node_instance *inst = node_inst_by_serial(n, m->inst_serial);
         if (inst && m->freeze_sent && inst->ctl) {
             /* Sent even if the freeze was never confirmed: it may have
@@ -1184,12 +1275,18 @@ static void dst_new(struct node *n, int64_t id, json_t *mj, const char *endpoint
 
 /* ---- after the stream ---- */
 
+/* Reads of the arena on the thread pool: round 0's list of non-zero pages
+ * (the service still runs), the checksum of the frozen image (in parallel
+ * parts), and a re-check after END. */
+enum scan_kind { SCAN_ROUND0, SCAN_FROZEN_PART, SCAN_RECHECK };
+
 struct scan_work {
     uv_work_t work;
     struct node *n;
     uint64_t mig_serial;
     struct node_migration *m; /* kept alive by m->works */
-    bool want_runs;
+    enum scan_kind kind;
+    uint64_t from, to;
     int rv;
     struct node_xfer_scan res;
     int64_t ms;
@@ -1199,12 +1296,15 @@ static void scan_run(uv_work_t *w)
 {
     struct scan_work *s = w->data;
     int64_t t0 = now_mono_ms();
-    s->rv = node_xfer_scan(s->m->memfd, s->m->map, s->m->arena_size, s->want_runs, &s->res);
+    s->rv = node_xfer_scan_range(s->m->memfd, s->m->map, s->from, s->to,
+                                 s->kind == SCAN_ROUND0, &s->res);
     s->ms = now_mono_ms() - t0;
 }
 
+static void src_round0_scanned(struct node_migration *m, struct scan_work *s);
 static void dst_verified(struct node_migration *m, struct scan_work *s);
-static void src_hashed(struct node_migration *m, struct scan_work *s);
+static void dst_spawn(struct node_migration *m);
+static void src_part_hashed(struct node_migration *m, struct scan_work *s);
 static void src_rechecked(struct node_migration *m, struct scan_work *s);
 
 static void scan_after(uv_work_t *w, int status)
@@ -1215,40 +1315,38 @@ static void scan_after(uv_work_t *w, int status)
     if (status == UV_ECANCELED)
         s->rv = -ECANCELED;
     if (!m->dead) {
-        if (m->is_source && m->scan_done)
-            src_rechecked(m, s);
-        else if (m->is_source)
-            src_hashed(m, s);
-        else
-            dst_verified(m, s);
+        switch (s->kind) {
+        case SCAN_ROUND0: src_round0_scanned(m, s); break;
+        case SCAN_FROZEN_PART: src_part_hashed(m, s); break;
+        case SCAN_RECHECK: src_rechecked(m, s); break;
+        }
     }
     free(s->res.runs);
     free(s);
     mig_free_if_done(m);
 }
 
-static void queue_scan(struct node_migration *m, bool want_runs)
+static void queue_scan(struct node_migration *m, enum scan_kind kind, uint64_t from, uint64_t to)
 {
     struct scan_work *s = xcalloc(1, sizeof(*s));
     s->work.data = s;
     s->n = m->n;
     s->m = m;
     s->mig_serial = m->serial;
-    s->want_runs = want_runs;
+    s->kind = kind;
+    s->from = from;
+    s->to = to;
     m->works++;
     uv_queue_work(&m->n->loop, &s->work, scan_run, scan_after);
 }
 
-static void dst_received(struct node_migration *m, bool have_sum, uint64_t sum)
+static void dst_received(struct node_migration *m, uint64_t sum)
 {
     mig_set_state(m, D_VERIFYING);
     log_info(COMP, "migration=%" PRId64 " endpoint=%s role=destination received bytes=%" PRIu64
-                   " rounds=%" PRIu64 " in %" PRId64 " ms",
-             m->id, m->endpoint, m->bytes, m->rounds, m->t_end_ms - m->t_start_ms);
-    if (!have_sum) {
-        queue_scan(m, false); /* several rounds: checksum the final image */
-        return;
-    }
+                   " rounds=%" PRIu64 " method=%s in %" PRId64 " ms",
+             m->id, m->endpoint, m->bytes, m->rounds, node_xfer_method_name(m->d_method),
+             m->t_end_ms - m->t_start_ms);
     struct scan_work s = {.rv = 0, .res = {.checksum = sum}};
     dst_verified(m, &s);
 }
@@ -1305,6 +1403,8 @@ static void reserve_after(uv_work_t *w, int status)
         wr->data = c;
         if (uv_write(wr, (uv_stream_t *)&c->tcp, &b, 1, ready_written) != 0)
             free(wr);
+        if (!m->restore_spawned)
+            dst_spawn(m);
     }
     free(r);
     mig_free_if_done(m);
@@ -1321,7 +1421,6 @@ static void dst_reserve(struct node_migration *m)
 
 static void dst_verified(struct node_migration *m, struct scan_work *s)
 {
-    struct node *n = m->n;
     if (m->state != D_VERIFYING)
         return;
     if (s->rv != 0) {
@@ -1335,10 +1434,28 @@ static void dst_verified(struct node_migration *m, struct scan_work *s)
     }
     log_debug(COMP, "migration=%" PRId64 " checksum ok pages=%" PRIu64 " in %" PRId64 " ms",
               m->id, s->res.pages, s->ms);
-    /* The instance gets the memfd. Our mapping goes with the migration:
-     * unmapping a large arena takes milliseconds, which are downtime now. */
     if (m->conn)
         m->conn->map = NULL;
+    mig_set_state(m, D_SPAWNING);
+    if (m->restore_ready) {
+        mig_set_state(m, D_COMMITTING);
+        send_commit(m);
+    }
+    /* else node_mig_on_restore_ready commits. The service module enforces
+     * the start deadline (it kills a service that does not open in time,
+     * which aborts us). */
+}
+
+/*
+ * Start the service binary in restore mode on the arena now, while pages
+ * still arrive: it maps the memfd (shared: it sees every page we write),
+ * opens its port and waits for "start", which comes only after the commit
+ * (docs/migration.md). Process start-up is then no part of the downtime.
+ * libdvs checks the arena only at "start".
+ */
+static void dst_spawn(struct node_migration *m)
+{
+    struct node *n = m->n;
     int fd = dup(m->memfd);
     if (fd < 0) {
         mig_abort(m, "dup: %s", strerror(errno));
@@ -1353,21 +1470,46 @@ static void dst_verified(struct node_migration *m, struct scan_work *s)
         return;
     }
     m->inst_serial = inst->serial;
-    mig_set_state(m, D_SPAWNING);
-    /* The service module enforces the start deadline (it kills a service
-     * that does not open in time, which aborts us). */
+    m->restore_spawned = true;
 }
+
+static void send_commit(struct node_migration *m);
 
 static void commit_done(struct node *n, const struct node_call_result *res, uint64_t cookie);
 
-/* Frozen since FREEZE arrived (it is written the moment the service froze
- * and reaches us before any page); without it, the source's own figure at
- * END plus our time since END. */
+/* Frozen since: the source's own count at END (its clock started at the
+ * freeze) plus our time since END. FREEZE's arrival would under-count when
+ * it waited in socket buffers behind the previous round's pages; the
+ * later of the two is taken. */
 static int64_t mig_downtime_ms(const struct node_migration *m)
 {
-    if (m->t_freeze_rx_ms > 0)
-        return now_mono_ms() - m->t_freeze_rx_ms;
-    return (int64_t)(m->src_frozen_us / 1000) + (now_mono_ms() - m->t_end_ms);
+    int64_t now = now_mono_ms();
+    int64_t by_end = (int64_t)(m->src_frozen_us / 1000) + (now - m->t_end_ms);
+    int64_t by_freeze = m->t_freeze_rx_ms > 0 ? now - m->t_freeze_rx_ms : 0;
+    return by_end > by_freeze ? by_end : by_freeze;
+}
+
+/* What the migration record keeps of the transfer (docs/migration.md,
+ * "The record"): the source's method and stop reason as the stream said,
+ * each round's pages and bytes, and the figures. */
+static json_t *dst_stats(const struct node_migration *m)
+{
+    json_t *rounds = json_array();
+    for (unsigned i = 0; i < m->d_nrounds; i++)
+        json_array_append_new(rounds, json_pack("{s:I,s:I}", "pages", (json_int_t)m->d_rounds[i][0],
+                                                "bytes", (json_int_t)m->d_rounds[i][1]));
+    char sum[24];
+    snprintf(sum, sizeof(sum), "%016" PRIx64, m->scan.checksum);
+    json_t *o = json_pack("{s:s,s:s,s:o,s:I,s:I,s:I,s:I,s:I,s:s,s:s}", "method",
+                          node_xfer_method_name(m->d_method), "precopy_stop",
+                          node_xfer_stop_name(m->d_stop), "round_stats", rounds,
+                          "bandwidth_bps", (json_int_t)m->d_bw, "precopy_ms",
+                          (json_int_t)(m->d_precopy_us / 1000), "throttle_us",
+                          (json_int_t)m->d_throttle_us, "receive_ms",
+                          (json_int_t)(m->t_end_ms - m->t_start_ms), "arena_bytes",
+                          (json_int_t)m->arena_size, "checksum", sum, "throttle_trigger",
+                          m->d_trigger ? node_xfer_stop_name(m->d_trigger) : "none");
+    return o;
 }
 
 static void send_commit(struct node_migration *m)
@@ -1379,17 +1521,21 @@ static void send_commit(struct node_migration *m)
     }
     int64_t downtime = mig_downtime_ms(m);
     mig_patch(m,
-              json_pack("{s:s,s:s,s:I,s:I,s:I}", "phase", "committed", "address", inst->address,
-                        "bytes", (json_int_t)m->bytes, "downtime_ms", (json_int_t)downtime,
-                        "rounds", (json_int_t)m->rounds),
+              json_pack("{s:s,s:s,s:I,s:I,s:I,s:o}", "phase", "committed", "address",
+                        inst->address, "bytes", (json_int_t)m->bytes, "downtime_ms",
+                        (json_int_t)downtime, "rounds", (json_int_t)m->rounds, "info",
+                        dst_stats(m)),
               commit_done);
 }
 
 void node_mig_on_restore_ready(struct node *n, struct node_instance *inst)
 {
     struct node_migration *m = mig_find(n, inst->migration_id);
-    if (!m || m->is_source || m->state != D_SPAWNING || m->inst_serial != inst->serial)
+    if (!m || m->is_source || m->inst_serial != inst->serial || m->restore_ready)
         return;
+    m->restore_ready = true;
+    if (m->state != D_SPAWNING)
+        return; /* the image is not complete yet: dst_verified commits */
     mig_set_state(m, D_COMMITTING);
     send_commit(m);
 }
@@ -1568,7 +1714,7 @@ static int src_write(struct node_migration *m, uv_buf_t *bufs, unsigned n_bufs)
     return rv;
 }
 
-static void src_freeze(struct node_migration *m);
+static void src_ready(struct node_migration *m);
 
 static void src_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
@@ -1612,7 +1758,7 @@ static void src_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (r.type == NODE_XFER_READY) {
         if (m && m->state == S_PREPARING)
-            src_freeze(m);
+            src_ready(m);
         return;
     }
     if (m && m->state == S_SENT) {
@@ -1646,6 +1792,8 @@ static void retry_frozen_cb(uv_timer_t *t)
         send_frozen(m);
 }
 
+static void src_maybe_end(struct node_migration *m);
+
 static void frozen_done(struct node *n, const struct node_call_result *res, uint64_t cookie)
 {
     struct node_migration *m = mig_by_serial(n, cookie);
@@ -1677,12 +1825,14 @@ static void frozen_done(struct node *n, const struct node_call_result *res, uint
         uv_timer_start(&m->retry_timer, retry_frozen_cb, RETRY_MS, 0);
 }
 
-/* END goes once the pages are queued AND the manager has the freeze. The
- * second condition keeps the phases in order in the FSM: the destination's
- * commit can only come after END, so after "frozen". */
+/* END goes once the last round is queued, the frozen image is checksummed,
+ * AND the manager has the freeze. The last condition keeps the phases in
+ * order in the FSM: the destination's commit can only come after END, so
+ * after "frozen". */
 static void src_maybe_end(struct node_migration *m)
 {
-    if (m->end_sent || !m->scan_done || !m->frozen_reported || m->abort_wanted)
+    if (m->end_sent || !m->final_queued || !m->scan_done || !m->frozen_reported ||
+        m->abort_wanted)
         return;
     struct node_xfer_conn *c = m->conn;
     if (!c)
@@ -1698,14 +1848,15 @@ static void src_maybe_end(struct node_migration *m)
     mig_set_state(m, S_SENT);
     arm_deadline(m, m->n->cfg.transfer_timeout_ms);
     log_info(COMP, "migration=%" PRId64 " endpoint=%s role=source sent bytes=%" PRIu64
-                   " pages=%" PRIu64 " frozen_ms=%" PRIu64,
-             m->id, m->endpoint, m->bytes, m->scan.pages, frozen_us / 1000);
+                   " pages=%" PRIu64 " rounds=%" PRIu64 " method=%s stop=%s frozen_ms=%" PRIu64,
+             m->id, m->endpoint, m->bytes, m->scan.pages, m->round_no + 1,
+             node_xfer_method_name((uint64_t)m->method),
+             node_xfer_stop_name((uint64_t)m->stop_reason), frozen_us / 1000);
     /* Off the critical path (the destination is verifying and starting its
      * instance meanwhile): check that the frozen service really left its
-     * arena alone. The pages went out after the first scan, so a write in
-     * between already fails the destination's checksum; this catches one
-     * after the pages went out, which would otherwise be lost silently. */
-    queue_scan(m, false);
+     * arena alone after the checksum. A write before it already fails the
+     * destination's check; this one would otherwise be lost silently. */
+    queue_scan(m, SCAN_RECHECK, 0, m->arena_size);
 }
 
 static void src_rechecked(struct node_migration *m, struct scan_work *s)
@@ -1725,80 +1876,535 @@ static void src_rechecked(struct node_migration *m, struct scan_work *s)
         mig_abort(m, "the service modified its arena while frozen; copy refused");
 }
 
-/*
- * The last (here: only) round, on the loop right after the freeze: every
- * allocated extent of the memfd goes out at once, straight from the
- * mapping, while a worker checksums the frozen image in parallel; END
- * follows when both that and the "frozen" report are done. Allocated pages
- * that happen to be zero are sent too: finding them would mean reading the
- * whole arena before the first byte goes out. Holes are never read.
- */
-static void src_send_round(struct node_migration *m)
+/* ---- the frozen image's checksum, in parallel parts ---- */
+
+/* Two parts: this machine kind has two cores, and the loop thread sends
+ * the last round meanwhile. The checksum is a sum, so parts add up. */
+#define FROZEN_SCAN_PARTS 2
+
+static void src_checksum_frozen(struct node_migration *m)
 {
-    struct node_xfer_conn *c = m->conn;
-    struct node_xfer_run *ext = NULL;
-    size_t next = 0;
-    int rv = node_xfer_extents(m->memfd, m->arena_size, 0, SIZE_MAX, &ext, &next);
-    if (rv != 0) {
-        mig_abort(m, "cannot read the arena's extents: %s", strerror(-rv));
-        return;
+    uint64_t pages = m->arena_size / NODE_XFER_PAGE;
+    uint64_t per = (pages + FROZEN_SCAN_PARTS - 1) / FROZEN_SCAN_PARTS;
+    m->scan_sum = m->scan_pages = 0;
+    m->scan_rv = 0;
+    m->scan_parts = 0;
+    for (uint64_t p = 0; p < pages; p += per) {
+        uint64_t to = p + per < pages ? p + per : pages;
+        m->scan_parts++;
+        queue_scan(m, SCAN_FROZEN_PART, p * NODE_XFER_PAGE, to * NODE_XFER_PAGE);
     }
-    size_t nrec = 1; /* ROUND */
-    for (size_t i = 0; i < next; i++)
-        nrec += (size_t)((ext[i].len + NODE_XFER_MAX_RUN - 1) / NODE_XFER_MAX_RUN);
-    c->out = xmalloc(nrec * NODE_XFER_REC_SIZE);
-    uv_buf_t bufs[2 * WRITE_BATCH];
-    unsigned nb = 0;
-    size_t k = 0;
-    m->bytes = 0;
-    for (size_t i = 0; i < next; i++) {
-        for (uint64_t off = ext[i].offset; off < ext[i].offset + ext[i].len;
-             off += NODE_XFER_MAX_RUN) {
-            uint64_t len = ext[i].offset + ext[i].len - off;
-            if (len > NODE_XFER_MAX_RUN)
-                len = NODE_XFER_MAX_RUN;
-            uint8_t *rec = c->out + k++ * NODE_XFER_REC_SIZE;
-            node_xfer_rec_encode(NODE_XFER_PAGES, off, len, 0, rec);
-            bufs[nb++] = uv_buf_init((char *)rec, NODE_XFER_REC_SIZE);
-            bufs[nb++] = uv_buf_init((char *)m->map + off, (unsigned)len);
-            m->bytes += len;
-            if (nb == 2 * WRITE_BATCH) {
-                if (src_write(m, bufs, nb) != 0)
-                    goto broken;
-                nb = 0;
-            }
-        }
-    }
-    uint8_t *round = c->out + k * NODE_XFER_REC_SIZE;
-    node_xfer_rec_encode(NODE_XFER_ROUND, 0, m->bytes / NODE_XFER_PAGE, m->bytes, round);
-    bufs[nb++] = uv_buf_init((char *)round, NODE_XFER_REC_SIZE);
-    if (src_write(m, bufs, nb) != 0)
-        goto broken;
-    m->rounds = 1;
-    free(ext);
-    queue_scan(m, false);
-    return;
-broken:
-    free(ext);
-    mig_abort(m, "cannot write to the transfer connection");
 }
 
-/* The image checksum of the frozen arena is ready. */
-static void src_hashed(struct node_migration *m, struct scan_work *s)
+static void src_part_hashed(struct node_migration *m, struct scan_work *s)
 {
-    if (m->abort_wanted || m->scan_done)
+    if (s->rv != 0 && m->scan_rv == 0)
+        m->scan_rv = s->rv;
+    m->scan_sum += s->res.checksum;
+    m->scan_pages += s->res.pages;
+    if (--m->scan_parts > 0 || m->abort_wanted || m->scan_done)
+        return;
+    if (m->scan_rv != 0) {
+        mig_abort(m, "cannot read the arena: %s", strerror(-m->scan_rv));
+        return;
+    }
+    m->scan.checksum = m->scan_sum;
+    m->scan.pages = m->scan_pages;
+    m->scan_done = true;
+    log_debug(COMP, "migration=%" PRId64 " checksummed the frozen arena: pages=%" PRIu64
+                    " in %" PRId64 " ms",
+              m->id, m->scan.pages, s->ms);
+    src_maybe_end(m);
+}
+
+/* ---- sending a round: the pump ---- */
+
+struct src_batch {
+    uv_write_t w;
+    struct node_xfer_conn *c;
+    uint64_t bytes;
+    unsigned nbufs;
+    uv_buf_t bufs[2 * WRITE_BATCH + 1];
+    uint8_t recs[(WRITE_BATCH + 1) * NODE_XFER_REC_SIZE];
+};
+
+static int64_t now_us(void)
+{
+    return (int64_t)(now_mono_ns() / 1000);
+}
+
+static void src_pump(struct node_migration *m);
+static void src_round_done(struct node_migration *m);
+
+static void batch_done(uv_write_t *w, int status)
+{
+    struct src_batch *b = w->data;
+    struct node_xfer_conn *c = b->c;
+    c->inflight -= b->bytes;
+    c->batches--;
+    free(b);
+    if (status < 0) {
+        if (status != UV_ECANCELED && !c->closing)
+            xc_fail(c, uv_strerror(status));
+        return;
+    }
+    if (c->closing)
+        return;
+    struct node_migration *m = mig_by_serial(c->n, c->mig_serial);
+    if (!m || m->conn != c || !m->sending || m->final_round)
+        return; /* the last round ends with END (src_maybe_end) */
+    if (m->round_closed && c->batches == 0)
+        src_round_done(m);
+    else
+        src_pump(m);
+}
+
+static void pace_cb(uv_timer_t *t)
+{
+    src_pump(t->data);
+}
+
+/*
+ * Queue the round's pages on the socket, straight from the read-only
+ * mapping of the memfd (no copy in user space), in batches of (header,
+ * pages) pairs, keeping at most PUMP_WINDOW bytes queued while the service
+ * runs: a page is read when the kernel copies it into the socket, so the
+ * later, the fresher. The last round, with the service frozen, goes out
+ * all at once. --max-bandwidth paces the batches.
+ */
+static void src_pump(struct node_migration *m)
+{
+    struct node_xfer_conn *c = m->conn;
+    uint64_t cap = m->n->cfg.max_bandwidth;
+    if (!c || c->closing || !m->sending || m->round_closed)
+        return;
+    while (!m->round_closed && (m->final_round || c->inflight < PUMP_WINDOW)) {
+        if (cap > 0) {
+            /* Ahead of the cap: wait until the round's bytes are due. */
+            int64_t due_us = (int64_t)((double)m->round_queued * 1e6 / (double)cap);
+            int64_t ahead_us = due_us - (now_us() - m->round_t0_us);
+            if (ahead_us > 1000) {
+                uv_timer_start(&m->pace_timer, pace_cb, (uint64_t)(ahead_us / 1000), 0);
+                return;
+            }
+        }
+        struct src_batch *b = xmalloc(sizeof(*b));
+        unsigned nb = 0, k = 0;
+        b->bytes = 0;
+        b->c = c;
+        b->w.data = b;
+        uint64_t limit = cap > 0 && cap / 4 < PUMP_BATCH_BYTES ? cap / 4 + NODE_XFER_PAGE
+                                                               : PUMP_BATCH_BYTES;
+        while (m->send_idx < m->send.n && k < WRITE_BATCH && b->bytes < limit) {
+            const struct node_xfer_run *r = &m->send.v[m->send_idx++];
+            uint8_t *rec = b->recs + k++ * NODE_XFER_REC_SIZE;
+            node_xfer_rec_encode(NODE_XFER_PAGES, r->offset, r->len, 0, rec);
+            b->bufs[nb++] = uv_buf_init((char *)rec, NODE_XFER_REC_SIZE);
+            b->bufs[nb++] = uv_buf_init((char *)m->map + r->offset, (unsigned)r->len);
+            b->bytes += r->len;
+        }
+        if (m->send_idx == m->send.n) {
+            uint8_t *rec = b->recs + k * NODE_XFER_REC_SIZE;
+            node_xfer_rec_encode(NODE_XFER_ROUND, m->round_no, m->send.bytes / NODE_XFER_PAGE,
+                                 m->send.bytes, rec);
+            b->bufs[nb++] = uv_buf_init((char *)rec, NODE_XFER_REC_SIZE);
+            m->round_closed = true;
+        }
+        b->nbufs = nb;
+        if (uv_write(&b->w, (uv_stream_t *)&c->tcp, b->bufs, nb, batch_done) != 0) {
+            free(b);
+            mig_abort(m, "cannot write to the transfer connection");
+            return;
+        }
+        c->inflight += b->bytes;
+        c->batches++;
+        m->round_queued += b->bytes;
+        m->bytes += b->bytes;
+    }
+    if (m->round_closed && m->final_round) {
+        /* Everything of the last round is queued: END may follow it. */
+        m->final_queued = true;
+        src_maybe_end(m);
+    }
+}
+
+/* Send `runs` as round m->round_no. */
+static void src_send(struct node_migration *m, struct node_runs *runs, bool final)
+{
+    node_runs_free(&m->send);
+    m->send = *runs;
+    memset(runs, 0, sizeof(*runs));
+    m->send_idx = 0;
+    m->sending = true;
+    m->round_closed = false;
+    m->final_round = final;
+    m->round_queued = 0;
+    m->round_t0_us = now_us();
+    if (!final)
+        arm_deadline(m, m->n->cfg.transfer_timeout_ms);
+    src_pump(m);
+}
+
+/* ---- tracking: set up, collect, stop ---- */
+
+static void src_collected(struct node_migration *m, int err, struct node_runs *dirty);
+
+static void track_collect_answered(struct node *n, int err, struct node_ctl_msg *reply,
+                                   uint64_t cookie)
+{
+    struct node_migration *m = mig_by_serial(n, cookie);
+    if (!m || m->dead || m->abort_wanted || !m->mprotect_on)
+        return;
+    struct node_runs dirty = {0};
+    uint64_t which = 0, overflow = 0;
+    const char *ks = reply ? node_ctl_get(reply, "bitmap") : NULL;
+    const char *os = reply ? node_ctl_get(reply, "overflow") : NULL;
+    if (err != 0 || !ks || !os || (strcmp(ks, "0") != 0 && strcmp(ks, "1") != 0)) {
+        src_collected(m, err ? -EIO : -EPROTO, &dirty);
+        return;
+    }
+    which = ks[0] == '1';
+    overflow = os[0] == '1';
+    if (overflow) {
+        /* The service stopped tracking page by page (too many faults for
+         * vm.max_map_count): every allocated page counts as written. */
+        struct node_xfer_run *ext = NULL;
+        size_t next = 0;
+        if (node_xfer_extents(m->memfd, m->arena_size, 0, SIZE_MAX, &ext, &next) != 0) {
+            src_collected(m, -EIO, &dirty);
+            return;
+        }
+        for (size_t i = 0; i < next; i++)
+            node_runs_add(&dirty, ext[i].offset, ext[i].len);
+        free(ext);
+    } else {
+        node_dirty_bitmap_runs(m->bitmap, m->arena_size / NODE_XFER_PAGE, (unsigned)which,
+                               &dirty);
+    }
+    src_collected(m, 0, &dirty);
+}
+
+/* Ask for the pages written since the last collect; src_collected gets them. */
+static void src_collect(struct node_migration *m)
+{
+    struct node_runs dirty = {0};
+    if (m->uffd_on) {
+        int rv = node_dirty_uffd_collect(&m->uffd, &dirty);
+        src_collected(m, rv, &dirty);
+        return;
+    }
+    struct node_instance *inst = node_inst_by_serial(m->n, m->inst_serial);
+    if (!inst || !inst->ctl ||
+        node_ctl_request(inst->ctl, "track-collect", NULL, CTL_TIMEOUT_MS,
+                         track_collect_answered, m->serial) != 0)
+        src_collected(m, -ENOTCONN, &dirty);
+}
+
+static void ctl_ignore(struct node *n, int err, struct node_ctl_msg *reply, uint64_t cookie)
+{
+    (void)n, (void)err, (void)reply, (void)cookie;
+}
+
+/* The service writes at full speed again: tracking off, throttle off. */
+static void src_untrack(struct node_migration *m)
+{
+    if (m->uffd_on) {
+        node_dirty_uffd_stop(&m->uffd);
+        m->uffd_on = false;
+    }
+    struct node_instance *inst = node_inst_by_serial(m->n, m->inst_serial);
+    if (inst && inst->ctl && m->mprotect_on)
+        node_ctl_request(inst->ctl, "track-stop", NULL, CTL_TIMEOUT_MS, ctl_ignore, 0);
+    if (inst && inst->ctl && m->throttle_step > 0)
+        node_ctl_request(inst->ctl, "throttle", "delay_us=0", CTL_TIMEOUT_MS, ctl_ignore, 0);
+    m->mprotect_on = false;
+    m->throttle_step = 0;
+    if (m->bitmap) {
+        munmap(m->bitmap, m->bitmap_size);
+        m->bitmap = NULL;
+    }
+}
+
+static void src_start_rounds(struct node_migration *m)
+{
+    mig_set_state(m, S_PRECOPY);
+    m->precopy_t0_us = now_us();
+    m->round_no = 0;
+    arm_deadline(m, m->n->cfg.transfer_timeout_ms);
+    /* Round 0 is every non-zero page: find them on the pool. */
+    queue_scan(m, SCAN_ROUND0, 0, m->arena_size);
+}
+
+static void src_freeze(struct node_migration *m);
+
+/* Tracking could not start: stop-and-copy, unless the operator insisted. */
+static void src_no_tracking(struct node_migration *m, const char *why)
+{
+    log_warn(COMP, "migration=%" PRId64 " endpoint=%s cannot track dirty pages with %s: %s; "
+                   "falling back to stop-and-copy",
+             m->id, m->endpoint, node_xfer_method_name((uint64_t)m->method), why);
+    src_untrack(m);
+    m->method = NODE_XFER_M_NONE;
+    m->stop_reason = NODE_XFER_S_NONE;
+    src_freeze(m);
+}
+
+static void track_start_answered(struct node *n, int err, struct node_ctl_msg *reply,
+                                 uint64_t cookie)
+{
+    struct node_migration *m = mig_by_serial(n, cookie);
+    if (!m || m->dead || m->abort_wanted || m->state != S_TRACKING)
+        return;
+    const char *names = reply ? node_ctl_get(reply, "fds") : NULL;
+    if (err != 0 || !names || strcmp(names, "bitmap") != 0 || reply->n_fds < 1) {
+        const char *msg = reply ? node_ctl_get(reply, "message") : NULL;
+        m->mprotect_on = err == 0; /* started without a usable bitmap: stop it */
+        src_no_tracking(m, msg ? msg : err ? dvs_err_name(err) : "no bitmap in the answer");
+        return;
+    }
+    m->mprotect_on = true;
+    int fd = reply->fds[0];
+    struct stat st;
+    const char *why = "cannot map the bitmap";
+    if (fstat(fd, &st) == 0 && st.st_size > 0) {
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+        if (p != MAP_FAILED) {
+            m->bitmap = p;
+            m->bitmap_size = (uint64_t)st.st_size;
+            if (node_dirty_bitmap_check(m->bitmap, m->bitmap_size,
+                                        m->arena_size / NODE_XFER_PAGE, &why) == 0)
+                why = NULL;
+        }
+    }
+    if (why) {
+        src_no_tracking(m, why);
+        return;
+    }
+    log_info(COMP, "migration=%" PRId64 " endpoint=%s tracking dirty pages with mprotect in the "
+                   "service",
+             m->id, m->endpoint);
+    src_start_rounds(m);
+}
+
+static void fds_answered(struct node *n, int err, struct node_ctl_msg *reply, uint64_t cookie)
+{
+    struct node_migration *m = mig_by_serial(n, cookie);
+    if (!m || m->dead || m->abort_wanted || m->state != S_TRACKING)
+        return;
+    /* "fds=arena,uffd,pagemap", in that order; uffd or pagemap may lack. */
+    const char *names = reply ? node_ctl_get(reply, "fds") : NULL;
+    int uffd = -1, pagemap = -1;
+    if (err == 0 && names && strcmp(names, "arena,uffd,pagemap") == 0 && reply->n_fds == 3) {
+        uffd = reply->fds[1];
+        pagemap = reply->fds[2];
+        reply->fds[1] = reply->fds[2] = -1; /* taken */
+    }
+    if (uffd < 0) {
+        char why[128];
+        snprintf(why, sizeof(why), "the service handed over %s", names ? names : "nothing");
+        if (!n->dirty_forced) {
+            /* mprotect in the service may still work. */
+            m->method = NODE_XFER_M_MPROTECT;
+            struct node_instance *inst = node_inst_by_serial(n, m->inst_serial);
+            if (inst && inst->ctl &&
+                node_ctl_request(inst->ctl, "track-start", NULL, CTL_TIMEOUT_MS,
+                                 track_start_answered, m->serial) == 0)
+                return;
+        }
+        src_no_tracking(m, why);
+        return;
+    }
+    int rv = node_dirty_uffd_start(&m->uffd, uffd, pagemap, m->arena_addr, m->arena_size);
+    if (rv != 0) {
+        src_no_tracking(m, strerror(-rv));
+        return;
+    }
+    m->uffd_on = true;
+    log_info(COMP, "migration=%" PRId64 " endpoint=%s tracking dirty pages with userfaultfd "
+                   "write-protect",
+             m->id, m->endpoint);
+    src_start_rounds(m);
+}
+
+/* The destination has reserved its arena: start tracking, then round 0 —
+ * or, without tracking, freeze at once (stop-and-copy). */
+static void src_ready(struct node_migration *m)
+{
+    struct node *n = m->n;
+    uv_timer_stop(&m->timer);
+    m->method = n->dirty_method;
+    if (m->method == NODE_XFER_M_NONE) {
+        m->stop_reason = NODE_XFER_S_NONE;
+        src_freeze(m);
+        return;
+    }
+    struct node_instance *inst = node_inst_by_serial(n, m->inst_serial);
+    if (!inst || !inst->ctl) {
+        mig_abort(m, "cannot reach the service's control channel");
+        return;
+    }
+    mig_set_state(m, S_TRACKING);
+    arm_deadline(m, CTL_TIMEOUT_MS * 2);
+    int rv = m->method == NODE_XFER_M_UFFD
+                 ? node_ctl_request(inst->ctl, "fds", NULL, CTL_TIMEOUT_MS, fds_answered,
+                                    m->serial)
+                 : node_ctl_request(inst->ctl, "track-start", NULL, CTL_TIMEOUT_MS,
+                                    track_start_answered, m->serial);
+    if (rv != 0)
+        mig_abort(m, "cannot reach the service's control channel");
+}
+
+static void src_round0_scanned(struct node_migration *m, struct scan_work *s)
+{
+    if (m->abort_wanted || m->state != S_PRECOPY)
         return;
     if (s->rv != 0) {
         mig_abort(m, "cannot read the arena: %s", strerror(-s->rv));
         return;
     }
-    m->scan = s->res;
-    s->res.runs = NULL;
-    m->scan_done = true;
-    log_debug(COMP, "migration=%" PRId64 " checksummed pages=%" PRIu64 " in %" PRId64 " ms",
-              m->id, m->scan.pages, s->ms);
-    src_maybe_end(m);
+    struct node_runs runs = {0};
+    for (size_t i = 0; i < s->res.nruns; i++)
+        node_runs_add(&runs, s->res.runs[i].offset, s->res.runs[i].len);
+    log_debug(COMP, "migration=%" PRId64 " round 0: %" PRIu64 " non-zero pages found in %" PRId64
+                    " ms",
+              m->id, s->res.pages, s->ms);
+    src_send(m, &runs, false);
 }
+
+static void throttle_answered(struct node *n, int err, struct node_ctl_msg *reply,
+                              uint64_t cookie)
+{
+    (void)reply;
+    struct node_migration *m = mig_by_serial(n, cookie);
+    if (m && err != 0) {
+        /* The service cannot slow down: the next round decides to stop. */
+        log_warn(COMP, "migration=%" PRId64 " the service refused to throttle: %s", m->id,
+                 dvs_err_name(err));
+        m->throttle_step = N_THROTTLE_STEPS;
+    }
+}
+
+/* A round is on the wire: measure, then collect what was written meanwhile. */
+static void src_round_done(struct node_migration *m)
+{
+    m->sending = false;
+    int64_t dt = now_us() - m->round_t0_us;
+    /* Small rounds time the latency, not the link. */
+    if (m->send.bytes >= (1u << 20) && dt > 0) {
+        double bw = (double)m->send.bytes * 1e6 / (double)dt;
+        m->bw = m->bw > 0 ? 0.5 * m->bw + 0.5 * bw : bw;
+    }
+    log_debug(COMP, "migration=%" PRId64 " round=%" PRIu64 " pages=%" PRIu64 " in %" PRId64
+                    " us (%.0f MB/s)",
+              m->id, m->round_no, m->send.bytes / NODE_XFER_PAGE, dt, m->bw / 1e6);
+    m->round_no++;
+    src_collect(m);
+}
+
+/*
+ * The pages written during the last round (or, once frozen, since the
+ * last collect). While serving, decide (DESIGN.md §4): the rest fits the
+ * downtime budget -> freeze; rounds stopped shrinking or hit the cap ->
+ * throttle the service a step more per round (auto-converge); throttled to
+ * the last step and still too much -> freeze anyway. It always ends.
+ */
+static void src_collected(struct node_migration *m, int err, struct node_runs *dirty)
+{
+    struct node *n = m->n;
+    if (m->dead || m->abort_wanted) {
+        node_runs_free(dirty);
+        return;
+    }
+    if (m->frozen) {
+        /* The last round: what was decided before the freeze plus what was
+         * written since, or everything if tracking broke. */
+        struct node_runs last = m->pending;
+        memset(&m->pending, 0, sizeof(m->pending));
+        if (err != 0 || m->full_final) {
+            if (err != 0)
+                log_warn(COMP, "migration=%" PRId64 " last collect failed (%s): sending every "
+                               "allocated page",
+                         m->id, strerror(-err));
+            node_runs_free(&last);
+            struct node_xfer_run *ext = NULL;
+            size_t next = 0;
+            int rv = node_xfer_extents(m->memfd, m->arena_size, 0, SIZE_MAX, &ext, &next);
+            if (rv != 0) {
+                node_runs_free(dirty);
+                mig_abort(m, "cannot read the arena's extents: %s", strerror(-rv));
+                return;
+            }
+            for (size_t i = 0; i < next; i++)
+                node_runs_add(&last, ext[i].offset, ext[i].len);
+            free(ext);
+            if (m->method != NODE_XFER_M_NONE)
+                m->stop_reason = NODE_XFER_S_TRACKING_LOST;
+        } else {
+            node_runs_union(&last, dirty);
+        }
+        node_runs_free(dirty);
+        src_send(m, &last, true);
+        return;
+    }
+    if (err != 0) {
+        /* PAGEMAP_SCAN refused (-EPERM: a page lost its protection) or the
+         * service did not answer: what was written is unknown; freeze and
+         * send every allocated page. */
+        log_warn(COMP, "migration=%" PRId64 " dirty tracking failed: %s; stopping and copying "
+                       "everything",
+                 m->id, strerror(-err));
+        node_runs_free(dirty);
+        m->full_final = true;
+        m->stop_reason = NODE_XFER_S_TRACKING_LOST;
+        src_freeze(m);
+        return;
+    }
+    uint64_t d = dirty->bytes;
+    double bw = m->bw > 0 ? m->bw : 100e6; /* before any measure: a modest guess */
+    double est_ms = (double)d * 1e3 / bw + STOP_OVERHEAD_MS;
+    int stuck = 0;
+    if (m->round_no >= (uint64_t)n->cfg.precopy_max_rounds)
+        stuck = NODE_XFER_S_ROUND_CAP;
+    else if (m->round_no >= 2 && d * 10 >= m->prev_dirty * 9)
+        stuck = NODE_XFER_S_NO_PROGRESS;
+    log_debug(COMP, "migration=%" PRId64 " after round %" PRIu64 ": dirty=%" PRIu64
+                    " bytes, estimated stop-and-copy %.1f ms (budget %" PRId64 " ms)%s",
+              m->id, m->round_no - 1, d, est_ms, n->cfg.downtime_budget_ms,
+              stuck ? ", not converging" : "");
+    if (est_ms <= (double)n->cfg.downtime_budget_ms) {
+        m->stop_reason = NODE_XFER_S_BUDGET;
+    } else if ((stuck || m->throttle_step > 0) && m->throttle_step >= N_THROTTLE_STEPS) {
+        m->stop_reason = NODE_XFER_S_THROTTLE_CAP;
+    } else if (stuck || m->throttle_step > 0) {
+        if (m->throttle_trigger == 0)
+            m->throttle_trigger = stuck ? stuck : NODE_XFER_S_NO_PROGRESS;
+        uint32_t us = throttle_steps_us[m->throttle_step++];
+        char args[48];
+        snprintf(args, sizeof(args), "delay_us=%" PRIu32, us);
+        struct node_instance *inst = node_inst_by_serial(n, m->inst_serial);
+        log_info(COMP, "migration=%" PRId64 " endpoint=%s not converging (%" PRIu64
+                       " bytes dirty per round, %.0f MB/s): throttling the service to %" PRIu32
+                       " us per request",
+                 m->id, m->endpoint, d, bw / 1e6, us);
+        if (!inst || !inst->ctl ||
+            node_ctl_request(inst->ctl, "throttle", args, CTL_TIMEOUT_MS, throttle_answered,
+                             m->serial) != 0)
+            m->throttle_step = N_THROTTLE_STEPS;
+    }
+    if (m->stop_reason != NODE_XFER_S_NONE) {
+        /* Freeze; these pages go in the last round with what is written
+         * until the freeze. */
+        node_runs_free(&m->pending);
+        m->pending = *dirty;
+        memset(dirty, 0, sizeof(*dirty));
+        src_freeze(m);
+        return;
+    }
+    m->prev_dirty = d;
+    src_send(m, dirty, false);
+}
+
+/* ---- freezing ---- */
 
 static void freeze_answered(struct node *n, int err, struct node_ctl_msg *reply, uint64_t cookie)
 {
@@ -1816,21 +2422,60 @@ static void freeze_answered(struct node *n, int err, struct node_ctl_msg *reply,
     }
     m->frozen = true;
     m->t_frozen_ms = now_mono_ms();
+    if (m->precopy_t0_us > 0)
+        m->precopy_us = now_us() - m->precopy_t0_us;
     if (inst->state == INST_SERVING)
         inst->state = INST_FROZEN;
     mig_set_state(m, S_SENDING);
     arm_deadline(m, n->cfg.transfer_timeout_ms);
     /* FREEZE starts the last round; the destination times downtime from it. */
     struct node_xfer_conn *c = m->conn;
-    node_xfer_rec_encode(NODE_XFER_FREEZE, 0, 0, 0, c->freeze_rec);
-    uv_buf_t b = uv_buf_init((char *)c->freeze_rec, NODE_XFER_REC_SIZE);
+    node_xfer_rec_encode(NODE_XFER_FREEZE, (uint64_t)m->method, (uint64_t)m->stop_reason,
+                         (uint64_t)m->bw, c->freeze_rec);
+    node_xfer_rec_encode(NODE_XFER_THROTTLE,
+                         m->throttle_step ? throttle_steps_us[m->throttle_step - 1] : 0,
+                         (uint64_t)m->throttle_trigger, (uint64_t)m->precopy_us,
+                         c->freeze_rec + NODE_XFER_REC_SIZE);
+    uv_buf_t b = uv_buf_init((char *)c->freeze_rec, 2 * NODE_XFER_REC_SIZE);
     if (src_write(m, &b, 1) != 0) {
         mig_abort(m, "cannot write to the transfer connection");
         return;
     }
-    /* Both at once: the report to the manager, and the round. */
+    /* Frozen, the service takes no request: the throttle has done its job
+     * and must not slow the replies of what comes next (moved, or serving
+     * again after an abort). */
+    if (m->throttle_step > 0 && inst->ctl)
+        node_ctl_request(inst->ctl, "throttle", "delay_us=0", CTL_TIMEOUT_MS, ctl_ignore, 0);
+    /* All at once: the report to the manager, the checksum of the frozen
+     * image on the pool, and the last round on the loop. */
     send_frozen(m);
-    src_send_round(m);
+    src_checksum_frozen(m);
+    if (m->method == NODE_XFER_M_NONE)
+        m->full_final = true; /* stop-and-copy: the last round is everything */
+    if (m->uffd_on || m->mprotect_on) {
+        src_collect(m);
+    } else {
+        struct node_runs none = {0};
+        src_collected(m, 0, &none);
+    }
+}
+
+/* Freeze the service: it finishes the request in progress and holds new
+ * ones (DESIGN.md §4 phase 3). */
+static void src_freeze(struct node_migration *m)
+{
+    struct node *n = m->n;
+    uv_timer_stop(&m->timer);
+    struct node_instance *inst = node_inst_by_serial(n, m->inst_serial);
+    char args[64];
+    snprintf(args, sizeof(args), "hold_ms=%" PRId64, n->cfg.hold_ms);
+    mig_set_state(m, S_FREEZING);
+    m->freeze_sent = true;
+    if (!inst || node_ctl_request(inst->ctl, "freeze", args, n->cfg.freeze_timeout_ms,
+                                  freeze_answered, m->serial) != 0) {
+        m->freeze_sent = false;
+        mig_abort(m, "cannot reach the service's control channel");
+    }
 }
 
 static void src_connected(uv_connect_t *req, int status)
@@ -1871,9 +2516,10 @@ static void src_connected(uv_connect_t *req, int status)
     c->hdr_len = 0;
     uv_read_start((uv_stream_t *)&c->tcp, src_alloc, src_read);
 
-    /* Round 0 of a stop-and-copy: tell the destination where the data is
-     * (the memfd's allocated extents; no page is read), so that it
-     * allocates those pages while the service still serves. */
+    /* Tell the destination where the data is (the memfd's allocated
+     * extents; no page is read), so that it allocates those pages before
+     * the first byte arrives: first touch of fresh memory is the slow part
+     * of a copy (DESIGN.md §4). */
     struct node_xfer_run *ext = NULL;
     size_t next = 0;
     int rv = node_xfer_extents(m->memfd, m->arena_size, 64u << 10, NODE_XFER_MAX_RESERVES, &ext,
@@ -1900,24 +2546,6 @@ static void src_connected(uv_connect_t *req, int status)
     arm_deadline(m, c->n->cfg.transfer_timeout_ms);
     log_debug(COMP, "migration=%" PRId64 " reserving %" PRIu64 " bytes in %zu ranges", m->id,
               reserved, next);
-}
-
-/* The destination is ready: freeze. The service finishes the request in
- * progress and holds new ones (DESIGN.md §4 phase 3). */
-static void src_freeze(struct node_migration *m)
-{
-    struct node *n = m->n;
-    uv_timer_stop(&m->timer);
-    struct node_instance *inst = node_inst_by_serial(n, m->inst_serial);
-    char args[64];
-    snprintf(args, sizeof(args), "hold_ms=%" PRId64, n->cfg.hold_ms);
-    mig_set_state(m, S_FREEZING);
-    m->freeze_sent = true;
-    if (!inst || node_ctl_request(inst->ctl, "freeze", args, n->cfg.freeze_timeout_ms,
-                                  freeze_answered, m->serial) != 0) {
-        m->freeze_sent = false;
-        mig_abort(m, "cannot reach the service's control channel");
-    }
 }
 
 static int parse_token(const char *s, uint64_t *ret)
@@ -2075,6 +2703,7 @@ static void src_finish_committed(struct node_migration *m)
 {
     if (m->dead)
         return;
+    src_untrack(m);
     if (m->conn) {
         struct node_xfer_conn *c = m->conn;
         m->conn = NULL;

@@ -5,9 +5,9 @@
  *   - the transfer stream (transfer.h): hello and records round-trip, and
  *     every malformed, out-of-bounds or corrupted one is refused;
  *   - the image scan and checksum: holes are skipped, zero pages do not
- *     count, runs and extents are right, and a receiver that checksums page
- *     by page gets the sender's value;
- *   - XXH64 against the reference vectors, streaming or not;
+ *     count, runs and extents are right, a receiver that sums page hashes
+ *     as pages arrive (and overwrite earlier ones) gets the sender's value,
+ *     and the sums of disjoint ranges add up to the whole;
  *   - control messages (ctlmsg.h) and command lines (argv.h).
  *
  * Kept beside the code it tests (node/ is the agent's one folder).
@@ -29,42 +29,6 @@
 #include "node/argv.h"
 #include "node/ctlmsg.h"
 #include "node/transfer.h"
-#include "node/xxh64.h"
-
-/* ------------------------------------------------------------------------ */
-/* XXH64                                                                     */
-/* ------------------------------------------------------------------------ */
-
-static void test_xxh64_vectors(void **state)
-{
-    (void)state;
-    /* Reference values of the xxHash project's own tests. */
-    assert_true(node_xxh64("", 0, 0) == 0xEF46DB3751D8E999ull);
-    assert_true(node_xxh64("a", 1, 0) == 0xD24EC4F1A98C6E5Bull);
-    assert_true(node_xxh64("abc", 3, 0) == 0x44BC2CF5AD770999ull);
-}
-
-static void test_xxh64_streaming_equals_oneshot(void **state)
-{
-    (void)state;
-    uint8_t buf[1000];
-    for (size_t i = 0; i < sizeof(buf); i++)
-        buf[i] = (uint8_t)(i * 31 + 7);
-    for (size_t len = 0; len <= sizeof(buf); len += 37) {
-        uint64_t want = node_xxh64(buf, len, 42);
-        /* Feed it in uneven pieces that straddle the 32-byte stripes. */
-        struct node_xxh64 st;
-        node_xxh64_init(&st, 42);
-        size_t pos = 0, step = 1;
-        while (pos < len) {
-            size_t n = len - pos < step ? len - pos : step;
-            node_xxh64_update(&st, buf + pos, n);
-            pos += n;
-            step = step * 3 % 53 + 1;
-        }
-        assert_true(node_xxh64_digest(&st) == want);
-    }
-}
 
 /* ------------------------------------------------------------------------ */
 /* Transfer stream                                                           */
@@ -186,6 +150,11 @@ static void test_records(void **state)
     assert_int_equal(decode(NODE_XFER_PAGES, UINT64_MAX - 4095, 8192, 0, size, &r),
                      DVS_EPROTO);
     assert_int_equal(decode(NODE_XFER_RESERVE, 4096, size, 0, size, &r), DVS_EPROTO);
+    /* FREEZE names a known method and stop reason. */
+    assert_int_equal(decode(NODE_XFER_FREEZE, NODE_XFER_M_UFFD, NODE_XFER_S_BUDGET, 1u << 30,
+                            size, &r), 0);
+    assert_int_equal(decode(NODE_XFER_FREEZE, NODE_XFER_M_MAX + 1, 0, 0, size, &r), DVS_EPROTO);
+    assert_int_equal(decode(NODE_XFER_FREEZE, 0, NODE_XFER_S_MAX + 1, 0, size, &r), DVS_EPROTO);
     /* Unknown types. */
     assert_int_equal(decode(0, 0, 0, 0, size, &r), DVS_EPROTO);
     assert_int_equal(decode(99, 0, 0, 0, size, &r), DVS_EPROTO);
@@ -247,13 +216,34 @@ static void test_scan_skips_holes_and_zero_pages(void **state)
     assert_true(s.runs[0].offset == 4096 && s.runs[0].len == 3 * 4096);
     assert_true(s.runs[1].offset == 10 * 4096 && s.runs[1].len == 4096);
 
-    /* A receiver hashing the non-zero pages as they come agrees. */
-    struct node_xxh64 h;
-    node_xxh64_init(&h, 0);
-    for (size_t p = 0; p < 64; p++)
-        if (!node_xfer_page_is_zero(a.r + p * 4096))
-            node_xfer_hash_page(&h, p * 4096, a.r + p * 4096);
-    assert_true(node_xxh64_digest(&h) == s.checksum);
+    /* A receiver summing page hashes as pages come, in any order and with
+     * pages overwritten by later rounds, agrees. */
+    uint64_t sum = 0, seen[64] = {0};
+    for (size_t p = 64; p-- > 0;) {
+        seen[p] = node_xfer_page_hash(p * 4096, a.r + p * 4096);
+        sum += seen[p];
+    }
+    /* A later round resends page 2 and page 10 with new content... */
+    uint8_t saved = a.w[2 * 4096];
+    a.w[2 * 4096] = 0x77;
+    a.w[10 * 4096 + 17] = 0;
+    for (size_t p = 2; p <= 10; p += 8) {
+        sum -= seen[p];
+        seen[p] = node_xfer_page_hash(p * 4096, a.r + p * 4096);
+        sum += seen[p];
+    }
+    struct node_xfer_scan s2;
+    assert_int_equal(node_xfer_scan(a.fd, a.r, a.size, false, &s2), 0);
+    assert_true(sum == s2.checksum);
+    assert_int_equal(s2.pages, 3); /* page 10 is zero again */
+    /* ...and the sums over disjoint ranges add up to the whole. */
+    struct node_xfer_scan lo, hi;
+    assert_int_equal(node_xfer_scan_range(a.fd, a.r, 0, 8 * 4096, false, &lo), 0);
+    assert_int_equal(node_xfer_scan_range(a.fd, a.r, 8 * 4096, a.size, false, &hi), 0);
+    assert_true(lo.checksum + hi.checksum == s2.checksum);
+    assert_int_equal(lo.pages + hi.pages, s2.pages);
+    a.w[2 * 4096] = saved;
+    a.w[10 * 4096 + 17] = 9;
 
     /* Any change to a data page changes the checksum. */
     uint64_t before = s.checksum;
@@ -263,6 +253,25 @@ static void test_scan_skips_holes_and_zero_pages(void **state)
     assert_true(s.checksum != before);
     assert_null(s.runs);
     arena_free(&a);
+}
+
+static void test_scan_swapped_pages_differ(void **state)
+{
+    (void)state;
+    struct arena a, b;
+    arena_make(&a, 8);
+    arena_make(&b, 8);
+    /* Same pages, different places: the offset seeds each page's hash. */
+    memset(a.w + 1 * 4096, 1, 4096);
+    memset(a.w + 3 * 4096, 2, 4096);
+    memset(b.w + 1 * 4096, 2, 4096);
+    memset(b.w + 3 * 4096, 1, 4096);
+    struct node_xfer_scan sa, sb;
+    assert_int_equal(node_xfer_scan(a.fd, a.r, a.size, false, &sa), 0);
+    assert_int_equal(node_xfer_scan(b.fd, b.r, b.size, false, &sb), 0);
+    assert_true(sa.checksum != sb.checksum);
+    arena_free(&a);
+    arena_free(&b);
 }
 
 static void test_scan_same_content_same_checksum(void **state)
@@ -435,14 +444,13 @@ static void test_split_command(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_xxh64_vectors),
-        cmocka_unit_test(test_xxh64_streaming_equals_oneshot),
         cmocka_unit_test(test_hello_round_trip),
         cmocka_unit_test(test_hello_any_flipped_bit_is_refused),
         cmocka_unit_test(test_hello_bad_values),
         cmocka_unit_test(test_records),
         cmocka_unit_test(test_scan_skips_holes_and_zero_pages),
         cmocka_unit_test(test_scan_same_content_same_checksum),
+        cmocka_unit_test(test_scan_swapped_pages_differ),
         cmocka_unit_test(test_scan_splits_long_runs),
         cmocka_unit_test(test_extents),
         cmocka_unit_test(test_ctl_parse),

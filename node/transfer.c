@@ -6,7 +6,7 @@
 
 #include "dvs.h"
 #include "node/transfer.h"
-#include "node/xxh64.h"
+#include <xxhash.h>
 
 static void put16(uint8_t *p, uint16_t v)
 {
@@ -64,7 +64,7 @@ void node_xfer_hello_encode(const struct node_xfer_hello *h, uint8_t *out)
     put64(out + 40, h->generation);
     put32(out + 48, h->page_size);
     put32(out + 52, h->flags);
-    put64(out + 56, node_xxh64(out, 56, 0));
+    put64(out + 56, XXH64(out, 56, 0));
 }
 
 int node_xfer_hello_decode(const uint8_t *in, struct node_xfer_hello *ret, const char **ret_why)
@@ -78,7 +78,7 @@ int node_xfer_hello_decode(const uint8_t *in, struct node_xfer_hello *ret, const
         why = "unsupported version";
     else if (get16(in + 6) != NODE_XFER_HELLO_SIZE)
         why = "bad hello size";
-    else if (get64(in + 56) != node_xxh64(in, 56, 0))
+    else if (get64(in + 56) != XXH64(in, 56, 0))
         why = "hello check sum mismatch";
     if (why)
         goto bad;
@@ -115,7 +115,7 @@ bad:
 
 static uint32_t rec_check(uint16_t type, const uint8_t *rec)
 {
-    return (uint32_t)node_xxh64(rec + 8, NODE_XFER_REC_SIZE - 8, type);
+    return (uint32_t)XXH64(rec + 8, NODE_XFER_REC_SIZE - 8, type);
 }
 
 void node_xfer_rec_encode(uint16_t type, uint64_t a, uint64_t b, uint64_t c, uint8_t *out)
@@ -144,7 +144,8 @@ int node_xfer_rec_decode(const uint8_t *in, uint64_t arena_size, struct node_xfe
         why = "unknown record flags";
     else if (r.type != NODE_XFER_PAGES && r.type != NODE_XFER_ROUND && r.type != NODE_XFER_END &&
              r.type != NODE_XFER_RESERVE && r.type != NODE_XFER_SYNC &&
-             r.type != NODE_XFER_FREEZE && r.type != NODE_XFER_RESULT &&
+             r.type != NODE_XFER_FREEZE && r.type != NODE_XFER_THROTTLE &&
+             r.type != NODE_XFER_RESULT &&
              r.type != NODE_XFER_READY)
         why = "unknown record type";
     else if (r.type == NODE_XFER_PAGES || r.type == NODE_XFER_RESERVE) {
@@ -154,6 +155,11 @@ int node_xfer_rec_decode(const uint8_t *in, uint64_t arena_size, struct node_xfe
             why = "page range length out of bounds";
         else if (r.a > arena_size || r.b > arena_size - r.a)
             why = "page range outside the arena";
+    } else if (r.type == NODE_XFER_FREEZE &&
+               (r.a > NODE_XFER_M_MAX || r.b > NODE_XFER_S_MAX)) {
+        why = "unknown tracking method or stop reason in FREEZE";
+    } else if (r.type == NODE_XFER_THROTTLE && (r.a > 10000000 || r.b > NODE_XFER_S_MAX)) {
+        why = "throttle record out of range";
     }
     if (why) {
         if (ret_why)
@@ -183,12 +189,13 @@ bool node_xfer_page_is_zero(const uint8_t *p)
     return true;
 }
 
-void node_xfer_hash_page(struct node_xxh64 *h, uint64_t off, const uint8_t *p)
+uint64_t node_xfer_page_hash(uint64_t off, const uint8_t *p)
 {
-    uint8_t le[8];
-    put64(le, off);
-    node_xxh64_update(h, le, sizeof(le));
-    node_xxh64_update(h, p, NODE_XFER_PAGE);
+    if (node_xfer_page_is_zero(p))
+        return 0;
+    /* XXH3 of 4 KiB runs at memory speed; the offset as the seed ties the
+     * content to its place, so two swapped pages change the sum. */
+    return XXH3_64bits_withSeed(p, NODE_XFER_PAGE, off);
 }
 
 static int add_run(struct node_xfer_scan *s, size_t *cap, uint64_t off)
@@ -217,13 +224,17 @@ static int add_run(struct node_xfer_scan *s, size_t *cap, uint64_t off)
 int node_xfer_scan(int fd, const uint8_t *map, uint64_t size, bool want_runs,
                    struct node_xfer_scan *ret)
 {
+    return node_xfer_scan_range(fd, map, 0, size, want_runs, ret);
+}
+
+int node_xfer_scan_range(int fd, const uint8_t *map, uint64_t from, uint64_t size,
+                         bool want_runs, struct node_xfer_scan *ret)
+{
     struct node_xfer_scan s = {0};
-    struct node_xxh64 h;
     size_t cap = 0;
-    uint64_t pos = 0;
+    uint64_t pos = from;
     int rv = 0;
 
-    node_xxh64_init(&h, 0);
     while (pos < size) {
         off_t data = lseek(fd, (off_t)pos, SEEK_DATA);
         if (data < 0) {
@@ -242,16 +253,16 @@ int node_xfer_scan(int fd, const uint8_t *map, uint64_t size, bool want_runs,
         if (end > size)
             end = size;
         for (uint64_t off = start; off < end; off += NODE_XFER_PAGE) {
-            if (node_xfer_page_is_zero(map + off))
+            uint64_t h = node_xfer_page_hash(off, map + off);
+            if (h == 0)
                 continue;
-            node_xfer_hash_page(&h, off, map + off);
+            s.checksum += h;
             s.pages++;
             if (want_runs && (rv = add_run(&s, &cap, off)) != 0)
                 goto err;
         }
         pos = end > pos ? end : pos + NODE_XFER_PAGE;
     }
-    s.checksum = node_xxh64_digest(&h);
     *ret = s;
     return 0;
 err:
@@ -325,4 +336,27 @@ int node_xfer_extents(int fd, uint64_t size, uint64_t merge_gap, size_t max_runs
 err:
     free(runs);
     return rv;
+}
+
+const char *node_xfer_method_name(uint64_t m)
+{
+    switch (m) {
+    case NODE_XFER_M_NONE: return "stop-and-copy";
+    case NODE_XFER_M_UFFD: return "uffd-wp";
+    case NODE_XFER_M_MPROTECT: return "mprotect";
+    }
+    return "unknown";
+}
+
+const char *node_xfer_stop_name(uint64_t s)
+{
+    switch (s) {
+    case NODE_XFER_S_NONE: return "no-precopy";
+    case NODE_XFER_S_BUDGET: return "fits-budget";
+    case NODE_XFER_S_NO_PROGRESS: return "not-converging";
+    case NODE_XFER_S_ROUND_CAP: return "round-cap";
+    case NODE_XFER_S_THROTTLE_CAP: return "forced-after-throttle";
+    case NODE_XFER_S_TRACKING_LOST: return "tracking-lost";
+    }
+    return "unknown";
 }

@@ -7,7 +7,7 @@
  * Source -> destination (every integer little-endian):
  *
  *   hello   64 bytes, once:
- *     0  u32 magic "DVSX"      4  u16 version (1)     6  u16 hello size (64)
+ *     0  u32 magic "DVSX"      4  u16 version (2)     6  u16 hello size (64)
  *     8  u64 migration id     16  u64 token (from the destination's precopy
  *                                     report, info.token)
  *    24  u64 arena address    32  u64 arena size
@@ -29,6 +29,15 @@
  *          READY once every reserved range is in place.
  *   FREEZE the service is frozen as of this record (the start of the last
  *          round): the destination times the downtime from its arrival.
+ *          a = dirty-tracking method (enum node_xfer_method), b = why
+ *          pre-copy stopped (enum node_xfer_stop), c = the bandwidth the
+ *          source measured, bytes per second (0 if unknown). For the
+ *          migration record; the destination checks only their range.
+ *   THROTTLE (right after FREEZE, when pre-copy ran) a = the delay per
+ *          request the service was throttled to at the freeze, in
+ *          microseconds (0 = never throttled), b = the stop reason that
+ *          started throttling (0 = none), c = microseconds of pre-copy
+ *          before the freeze. For the record only.
  *   PAGES  a = offset, b = length; b bytes of arena follow. Offset and length
  *          are multiples of the page size, 0 < b <= NODE_XFER_MAX_RUN, and
  *          the range lies inside the arena. A page may be sent more than once
@@ -40,7 +49,10 @@
  *          was written. Nothing follows.
  *
  * Stop-and-copy: RESERVE..., SYNC; (READY comes back) the source freezes the
- * service; FREEZE, every non-zero page, ROUND 0, END. The reservation is
+ * service; FREEZE, every allocated page, ROUND 0, END.
+ * Pre-copy: RESERVE..., SYNC; (READY) PAGES... ROUND 0 while the service
+ * serves; PAGES... ROUND k for each dirty round; FREEZE, the last dirty
+ * pages, ROUND n, END. The reservation is
  * DESIGN.md §4's "the destination pre-faults its memfd during round 0":
  * first touch of fresh memory is the slow part of a copy, and here it is
  * paid while the service still serves. Pre-copy adds rounds without
@@ -55,11 +67,20 @@
  *          the source acts on what the manager says (it reads the migration
  *          back), never on this record alone.
  *
- * The image checksum is the XXH64 (seed 0) of, for every page of the arena
- * that is not all zeros, in ascending order: the page's offset (u64 LE)
- * followed by its bytes. Zero pages are skipped on both sides, so holes in
- * the memfd are never read (reading a hole through a mapping would allocate
- * it) and the cost is proportional to the data, not to the arena size.
+ * The image checksum is the sum modulo 2^64, over every page of the arena
+ * that is not all zeros, of XXH3-64 of the page's 4096 bytes with the
+ * page's offset as the seed (node_xfer_page_hash). A sum and not a chained
+ * hash, so that (1) the destination keeps it up to date as pages arrive,
+ * even when a later round overwrites a page (subtract the page's old hash,
+ * add the new one): no pass over the image after END, which would be
+ * downtime; (2) the source checksums the frozen image in parallel chunks.
+ * The source computes it from the frozen arena itself, not from what it
+ * sent, so a write that dirty tracking missed shows as a mismatch. Zero
+ * pages count as nothing on both sides, so holes in the memfd are never
+ * read (reading a hole through a mapping would allocate it) and the cost
+ * is proportional to the data, not to the arena size. (Version 1 chained
+ * XXH64 over the pages in order; it could not be kept up to date across
+ * rounds.)
  */
 #ifndef DVS_NODE_TRANSFER_H
 #define DVS_NODE_TRANSFER_H
@@ -69,7 +90,7 @@
 #include <stdint.h>
 
 #define NODE_XFER_MAGIC 0x58535644u /* "DVSX" read as a little-endian u32 */
-#define NODE_XFER_VERSION 1
+#define NODE_XFER_VERSION 2
 #define NODE_XFER_HELLO_SIZE 64
 #define NODE_XFER_REC_SIZE 32
 #define NODE_XFER_PAGE 4096u
@@ -87,6 +108,7 @@ enum node_xfer_type {
     NODE_XFER_RESERVE = 4,
     NODE_XFER_SYNC = 5,
     NODE_XFER_FREEZE = 6,
+    NODE_XFER_THROTTLE = 7,
     /* destination -> source */
     NODE_XFER_RESULT = 16,
     NODE_XFER_READY = 17,
@@ -95,6 +117,28 @@ enum node_xfer_type {
 /* At most this many RESERVE records in a stream; the source merges ranges
  * to stay below it. */
 #define NODE_XFER_MAX_RESERVES 4096
+
+/* FREEZE a: how the source tracked dirty pages. */
+enum node_xfer_method {
+    NODE_XFER_M_NONE = 0,      /* stop-and-copy: no pre-copy rounds */
+    NODE_XFER_M_UFFD = 1,      /* userfaultfd WP async + PAGEMAP_SCAN */
+    NODE_XFER_M_MPROTECT = 2,  /* mprotect + SIGSEGV inside the service */
+    NODE_XFER_M_MAX = 2,
+};
+
+/* FREEZE b: why pre-copy stopped. */
+enum node_xfer_stop {
+    NODE_XFER_S_NONE = 0,       /* stop-and-copy: pre-copy never ran */
+    NODE_XFER_S_BUDGET = 1,     /* the rest fits the downtime budget */
+    NODE_XFER_S_NO_PROGRESS = 2,/* rounds stopped shrinking; then throttled */
+    NODE_XFER_S_ROUND_CAP = 3,  /* the round cap; then throttled */
+    NODE_XFER_S_THROTTLE_CAP = 4,/* throttled to the cap and still too much: forced */
+    NODE_XFER_S_TRACKING_LOST = 5,/* tracking failed mid-way: forced stop-and-copy */
+    NODE_XFER_S_MAX = 5,
+};
+
+const char *node_xfer_method_name(uint64_t m);
+const char *node_xfer_stop_name(uint64_t s);
 
 enum node_xfer_outcome {
     NODE_XFER_COMMITTED = 1,
@@ -139,15 +183,12 @@ void node_xfer_rec_encode(uint16_t type, uint64_t a, uint64_t b, uint64_t c, uin
 int node_xfer_rec_decode(const uint8_t *in, uint64_t arena_size, struct node_xfer_rec *ret,
                          const char **ret_why);
 
-struct node_xxh64;
-
 /* Whether the page at p (NODE_XFER_PAGE bytes) is all zeros. */
 bool node_xfer_page_is_zero(const uint8_t *p);
 
-/* Add the page at offset off (content p) to an image checksum in progress:
- * what node_xfer_scan does for each non-zero page, for a receiver that
- * checksums as pages arrive. */
-void node_xfer_hash_page(struct node_xxh64 *h, uint64_t off, const uint8_t *p);
+/* A page's term in the image checksum: 0 for a zero page, else XXH3-64 of
+ * its bytes seeded with its offset. */
+uint64_t node_xfer_page_hash(uint64_t off, const uint8_t *p);
 
 /* A run of consecutive non-zero pages: [offset, offset + len). */
 struct node_xfer_run {
@@ -174,6 +215,11 @@ struct node_xfer_scan {
  */
 int node_xfer_scan(int fd, const uint8_t *map, uint64_t size, bool want_runs,
                    struct node_xfer_scan *ret);
+
+/* The same over [from, to) only (page multiples): the checksum of the
+ * whole image is the sum of those of disjoint ranges covering it. */
+int node_xfer_scan_range(int fd, const uint8_t *map, uint64_t from, uint64_t to, bool want_runs,
+                         struct node_xfer_scan *ret);
 
 /*
  * The extents of the memfd that hold data (SEEK_DATA/SEEK_HOLE: allocated
