@@ -80,6 +80,37 @@ static const struct cli_cmd migration_list_cmd = {
 /* migration show                                                             */
 /* ------------------------------------------------------------------------ */
 
+/* What the destination recorded of the transfer (docs/migration.md, "The
+ * record"): absent while the migration runs and for older records. */
+static void migration_show_transfer(json_t *info)
+{
+    const char *method = json_string_value(json_object_get(info, "method"));
+    if (!method)
+        return;
+    char a[CLI_CELL], b[CLI_CELL];
+    cli_kv("method", "%s", method);
+    cli_kv("pre-copy stop", "%s", cli_str_or(info, "precopy_stop", "-"));
+    json_int_t thr = json_integer_value(json_object_get(info, "throttle_us"));
+    if (thr > 0)
+        cli_kv("throttled", "to %lld us per request (started: %s)", (long long)thr,
+               cli_str_or(info, "throttle_trigger", "-"));
+    cli_kv("pre-copy", "%s", cli_fmt_ms(info, "precopy_ms", a, sizeof(a)));
+    json_int_t bw = json_integer_value(json_object_get(info, "bandwidth_bps"));
+    if (bw > 0)
+        cli_kv("bandwidth", "%.1f MiB/s", (double)bw / 1048576.0);
+    cli_kv("arena", "%s", cli_fmt_size(info, "arena_bytes", a, sizeof(a)));
+    json_t *rounds = json_object_get(info, "round_stats");
+    size_t i;
+    json_t *r;
+    json_array_foreach(rounds, i, r) {
+        char name[32];
+        snprintf(name, sizeof(name), "round %zu", i);
+        cli_kv(name, "%s pages, %s", cli_fmt_int(r, "pages", a, sizeof(a)),
+               cli_fmt_size(r, "bytes", b, sizeof(b)));
+    }
+    cli_kv("checksum", "%s", cli_str_or(info, "checksum", "-"));
+}
+
 static int migration_show_render(struct cli_ctx *ctx, json_t *m)
 {
     char a[CLI_CELL];
@@ -99,6 +130,7 @@ static int migration_show_render(struct cli_ctx *ctx, json_t *m)
     cli_kv("copied", "%s", cli_fmt_size(m, "bytes", a, sizeof(a)));
     cli_kv("rounds", "%s", cli_fmt_int(m, "rounds", a, sizeof(a)));
     cli_kv("downtime", "%s", cli_fmt_ms(m, "downtime_ms", a, sizeof(a)));
+    migration_show_transfer(json_object_get(m, "info"));
     cli_kv("explanation", "%s", cli_str_or(m, "explanation", "-"));
     cli_kv("error", "%s", cli_str_or(m, "error", "-"));
     cli_kv("modify index", "%s", cli_fmt_int(m, "modify_index", a, sizeof(a)));

@@ -364,3 +364,35 @@ void node_dirty_bitmap_runs(const uint8_t *map, uint64_t pages, unsigned which,
         }
     }
 }
+
+/* ------------------------------------------------------------------------ */
+/* The stop rule                                                             */
+/* ------------------------------------------------------------------------ */
+
+enum node_precopy_next node_precopy_decide(const struct node_precopy_rule *rule,
+                                           const struct node_precopy_state *st, uint64_t dirty,
+                                           int *reason, double *est_ms)
+{
+    /* Before any measure, a modest guess; the first round measures. */
+    double bw = st->bw > 0 ? st->bw : 100e6;
+    double est = (double)dirty * 1e3 / bw + rule->overhead_ms;
+    *est_ms = est;
+    if (est <= rule->budget_ms) {
+        *reason = NODE_XFER_S_BUDGET;
+        return NODE_PC_FREEZE;
+    }
+    int stuck = 0;
+    if (st->rounds >= rule->max_rounds)
+        stuck = NODE_XFER_S_ROUND_CAP;
+    else if (st->rounds >= 2 && dirty * 10 >= st->prev_dirty * 9)
+        stuck = NODE_XFER_S_NO_PROGRESS; /* shrank by less than 10% */
+    if (!stuck && st->throttle_step == 0)
+        return NODE_PC_SEND;
+    if (st->throttle_step >= rule->throttle_steps) {
+        *reason = NODE_XFER_S_THROTTLE_CAP;
+        return NODE_PC_FREEZE;
+    }
+    /* Once throttling, a step more every round until it fits. */
+    *reason = stuck ? stuck : NODE_XFER_S_NO_PROGRESS;
+    return NODE_PC_THROTTLE;
+}

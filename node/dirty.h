@@ -94,4 +94,38 @@ int node_dirty_bitmap_check(const uint8_t *map, uint64_t file_size, uint64_t pag
 void node_dirty_bitmap_runs(const uint8_t *map, uint64_t pages, unsigned which,
                             struct node_runs *out);
 
+/*
+ * The pre-copy stop rule (DESIGN.md §4), pure so that it is tested alone.
+ * After each round the source collects the pages written meanwhile and
+ * asks what to do with them.
+ */
+struct node_precopy_rule {
+    double budget_ms;        /* --downtime-budget */
+    uint64_t max_rounds;     /* --precopy-max-rounds */
+    unsigned throttle_steps; /* steps of auto-converge available */
+    double overhead_ms;      /* freeze + commit + start, fixed part */
+};
+
+struct node_precopy_state {
+    uint64_t rounds;         /* rounds sent so far (round 0 included) */
+    uint64_t prev_dirty;     /* bytes collected after the previous round */
+    unsigned throttle_step;  /* steps applied so far */
+    double bw;               /* measured bytes per second, 0 = not yet */
+};
+
+enum node_precopy_next {
+    NODE_PC_SEND,     /* send them as another round */
+    NODE_PC_THROTTLE, /* one throttle step more, and send them */
+    NODE_PC_FREEZE,   /* freeze; they go in the last round */
+};
+
+/* Decide for `dirty` bytes collected. *reason gets an enum node_xfer_stop:
+ * for FREEZE why pre-copy stops, for THROTTLE what started throttling;
+ * *est_ms the estimated stop-and-copy time. Never SEND past max_rounds
+ * without a throttle step, and never THROTTLE past the last step: every
+ * sequence of decisions ends in FREEZE. */
+enum node_precopy_next node_precopy_decide(const struct node_precopy_rule *rule,
+                                           const struct node_precopy_state *st, uint64_t dirty,
+                                           int *reason, double *est_ms);
+
 #endif

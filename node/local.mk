@@ -8,7 +8,8 @@ node_libnodecore_la_SOURCES = \
 	node/transfer.c node/transfer.h \
 	node/ctlmsg.c node/ctlmsg.h \
 	node/argv.c node/argv.h \
-	node/load.c node/load.h
+	node/load.c node/load.h \
+	node/dirty.c node/dirty.h
 node_libnodecore_la_CFLAGS = $(AM_CFLAGS) $(XXHASH_CFLAGS)
 node_libnodecore_la_LIBADD = $(XXHASH_LIBS)
 
@@ -19,7 +20,6 @@ node_dvs_node_SOURCES = \
 	node/mgr.c \
 	node/control.c \
 	node/service.c \
-	node/dirty.c node/dirty.h \
 	node/migrate.c
 node_dvs_node_CFLAGS = $(AM_CFLAGS) $(UV_CFLAGS) $(JANSSON_CFLAGS) $(CURL_CFLAGS)
 node_dvs_node_LDADD = node/libnodecore.la api/libapi.la libdvs/libdvs.la common/libcommon.la \

@@ -186,7 +186,8 @@ struct node_migration {
     int64_t round_t0_us, precopy_t0_us, precopy_us;
     uint64_t round_queued;      /* payload bytes queued in this round */
     double bw;                  /* measured bytes per second */
-    unsigned throttle_step;     /* steps applied */
+    unsigned throttle_step;     /* steps asked for */
+    uint32_t throttle_asked_us, throttle_us; /* last asked; last the service confirmed */
     unsigned scan_parts;        /* checksum workers outstanding */
     uint64_t scan_sum, scan_pages;
     int scan_rv;
@@ -2276,6 +2277,8 @@ static void throttle_answered(struct node *n, int err, struct node_ctl_msg *repl
 {
     (void)reply;
     struct node_migration *m = mig_by_serial(n, cookie);
+    if (m && err == 0)
+        m->throttle_us = m->throttle_asked_us;
     if (m && err != 0) {
         /* The service cannot slow down: the next round decides to stop. */
         log_warn(COMP, "migration=%" PRId64 " the service refused to throttle: %s", m->id,
@@ -2360,32 +2363,39 @@ static void src_collected(struct node_migration *m, int err, struct node_runs *d
         return;
     }
     uint64_t d = dirty->bytes;
-    double bw = m->bw > 0 ? m->bw : 100e6; /* before any measure: a modest guess */
-    double est_ms = (double)d * 1e3 / bw + STOP_OVERHEAD_MS;
-    int stuck = 0;
-    if (m->round_no >= (uint64_t)n->cfg.precopy_max_rounds)
-        stuck = NODE_XFER_S_ROUND_CAP;
-    else if (m->round_no >= 2 && d * 10 >= m->prev_dirty * 9)
-        stuck = NODE_XFER_S_NO_PROGRESS;
+    const struct node_precopy_rule rule = {
+        .budget_ms = (double)n->cfg.downtime_budget_ms,
+        .max_rounds = (uint64_t)n->cfg.precopy_max_rounds,
+        .throttle_steps = N_THROTTLE_STEPS,
+        .overhead_ms = STOP_OVERHEAD_MS,
+    };
+    const struct node_precopy_state st = {
+        .rounds = m->round_no,
+        .prev_dirty = m->prev_dirty,
+        .throttle_step = m->throttle_step,
+        .bw = m->bw,
+    };
+    int reason = 0;
+    double est_ms = 0;
+    enum node_precopy_next next = node_precopy_decide(&rule, &st, d, &reason, &est_ms);
     log_debug(COMP, "migration=%" PRId64 " after round %" PRIu64 ": dirty=%" PRIu64
-                    " bytes, estimated stop-and-copy %.1f ms (budget %" PRId64 " ms)%s",
+                    " bytes, estimated stop-and-copy %.1f ms (budget %" PRId64 " ms): %s",
               m->id, m->round_no - 1, d, est_ms, n->cfg.downtime_budget_ms,
-              stuck ? ", not converging" : "");
-    if (est_ms <= (double)n->cfg.downtime_budget_ms) {
-        m->stop_reason = NODE_XFER_S_BUDGET;
-    } else if ((stuck || m->throttle_step > 0) && m->throttle_step >= N_THROTTLE_STEPS) {
-        m->stop_reason = NODE_XFER_S_THROTTLE_CAP;
-    } else if (stuck || m->throttle_step > 0) {
+              next == NODE_PC_FREEZE ? "freeze" : next == NODE_PC_THROTTLE ? "throttle" : "round");
+    if (next == NODE_PC_FREEZE) {
+        m->stop_reason = reason;
+    } else if (next == NODE_PC_THROTTLE) {
         if (m->throttle_trigger == 0)
-            m->throttle_trigger = stuck ? stuck : NODE_XFER_S_NO_PROGRESS;
+            m->throttle_trigger = reason;
         uint32_t us = throttle_steps_us[m->throttle_step++];
+        m->throttle_asked_us = us;
         char args[48];
         snprintf(args, sizeof(args), "delay_us=%" PRIu32, us);
         struct node_instance *inst = node_inst_by_serial(n, m->inst_serial);
         log_info(COMP, "migration=%" PRId64 " endpoint=%s not converging (%" PRIu64
-                       " bytes dirty per round, %.0f MB/s): throttling the service to %" PRIu32
-                       " us per request",
-                 m->id, m->endpoint, d, bw / 1e6, us);
+                       " bytes written during round %" PRIu64 ", %.0f MB/s link): throttling the "
+                       "service to %" PRIu32 " us per request",
+                 m->id, m->endpoint, d, m->round_no - 1, m->bw / 1e6, us);
         if (!inst || !inst->ctl ||
             node_ctl_request(inst->ctl, "throttle", args, CTL_TIMEOUT_MS, throttle_answered,
                              m->serial) != 0)
@@ -2432,8 +2442,7 @@ static void freeze_answered(struct node *n, int err, struct node_ctl_msg *reply,
     struct node_xfer_conn *c = m->conn;
     node_xfer_rec_encode(NODE_XFER_FREEZE, (uint64_t)m->method, (uint64_t)m->stop_reason,
                          (uint64_t)m->bw, c->freeze_rec);
-    node_xfer_rec_encode(NODE_XFER_THROTTLE,
-                         m->throttle_step ? throttle_steps_us[m->throttle_step - 1] : 0,
+    node_xfer_rec_encode(NODE_XFER_THROTTLE, m->throttle_us,
                          (uint64_t)m->throttle_trigger, (uint64_t)m->precopy_us,
                          c->freeze_rec + NODE_XFER_REC_SIZE);
     uv_buf_t b = uv_buf_init((char *)c->freeze_rec, 2 * NODE_XFER_REC_SIZE);

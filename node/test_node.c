@@ -20,7 +20,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -28,6 +32,7 @@
 #include "dvs.h"
 #include "node/argv.h"
 #include "node/ctlmsg.h"
+#include "node/dirty.h"
 #include "node/transfer.h"
 
 /* ------------------------------------------------------------------------ */
@@ -441,6 +446,192 @@ static void test_split_command(void **state)
     free(huge);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Pre-copy: run lists, the stop rule, dirty tracking                        */
+/* ------------------------------------------------------------------------ */
+
+static void test_runs_merge_and_union(void **state)
+{
+    (void)state;
+    struct node_runs a = {0}, b = {0};
+    node_runs_add(&a, 0, 4096);
+    node_runs_add(&a, 4096, 8192); /* adjacent: merged */
+    node_runs_add(&a, 40960, 4096);
+    assert_int_equal(a.n, 2);
+    assert_true(a.v[0].offset == 0 && a.v[0].len == 12288);
+    assert_true(a.bytes == 16384);
+    /* Long runs are split at NODE_XFER_MAX_RUN. */
+    struct node_runs l = {0};
+    node_runs_add(&l, 0, 2ull * NODE_XFER_MAX_RUN + 4096);
+    assert_int_equal(l.n, 3);
+    assert_true(l.v[2].len == 4096 && l.bytes == 2ull * NODE_XFER_MAX_RUN + 4096);
+    node_runs_free(&l);
+    /* The union has each page once. */
+    node_runs_add(&b, 8192, 8192);  /* overlaps a's first run, extends it */
+    node_runs_add(&b, 40960, 4096); /* same page */
+    node_runs_add(&b, 81920, 4096); /* new */
+    node_runs_union(&a, &b);
+    assert_true(a.bytes == 16384 + 4096 + 4096);
+    assert_int_equal(a.n, 3);
+    assert_true(a.v[0].offset == 0 && a.v[0].len == 16384);
+    assert_true(a.v[1].offset == 40960 && a.v[2].offset == 81920);
+    /* Union with an empty list changes nothing; into an empty one copies. */
+    struct node_runs e = {0};
+    node_runs_union(&a, &e);
+    assert_true(a.bytes == 24576);
+    node_runs_union(&e, &a);
+    assert_true(e.bytes == 24576 && e.n == 3);
+    node_runs_free(&a);
+    node_runs_free(&b);
+    node_runs_free(&e);
+}
+
+static void test_precopy_rule(void **state)
+{
+    (void)state;
+    const struct node_precopy_rule rule = {
+        .budget_ms = 20, .max_rounds = 5, .throttle_steps = 3, .overhead_ms = 2};
+    int reason = -1;
+    double est = 0;
+    /* 1 MB/s measured: 10 KB fits (10 ms + 2), 100 KB does not. */
+    struct node_precopy_state st = {.rounds = 1, .bw = 1e6};
+    assert_int_equal(node_precopy_decide(&rule, &st, 10000, &reason, &est), NODE_PC_FREEZE);
+    assert_int_equal(reason, NODE_XFER_S_BUDGET);
+    assert_true(est > 11.9 && est < 12.1);
+    assert_int_equal(node_precopy_decide(&rule, &st, 100000, &reason, &est), NODE_PC_SEND);
+    /* Rounds that stop shrinking (by less than 10%) start throttling... */
+    st = (struct node_precopy_state){.rounds = 2, .prev_dirty = 100000, .bw = 1e6};
+    assert_int_equal(node_precopy_decide(&rule, &st, 95000, &reason, &est), NODE_PC_THROTTLE);
+    assert_int_equal(reason, NODE_XFER_S_NO_PROGRESS);
+    /* ...but not in round 1 (round 0 sent everything: no trend yet). */
+    st.rounds = 1;
+    assert_int_equal(node_precopy_decide(&rule, &st, 95000, &reason, &est), NODE_PC_SEND);
+    /* A shrinking round goes on. */
+    st.rounds = 3;
+    assert_int_equal(node_precopy_decide(&rule, &st, 50000, &reason, &est), NODE_PC_SEND);
+    /* The round cap throttles even when shrinking. */
+    st.rounds = 5;
+    assert_int_equal(node_precopy_decide(&rule, &st, 50000, &reason, &est), NODE_PC_THROTTLE);
+    assert_int_equal(reason, NODE_XFER_S_ROUND_CAP);
+    /* Once throttling, each round adds a step, until the last: then freeze. */
+    st = (struct node_precopy_state){.rounds = 3, .prev_dirty = 900000, .throttle_step = 1,
+                                     .bw = 1e6};
+    assert_int_equal(node_precopy_decide(&rule, &st, 100000, &reason, &est), NODE_PC_THROTTLE);
+    st.throttle_step = 3;
+    assert_int_equal(node_precopy_decide(&rule, &st, 100000, &reason, &est), NODE_PC_FREEZE);
+    assert_int_equal(reason, NODE_XFER_S_THROTTLE_CAP);
+    /* And it always ends: a service that dirties more each round, any rule. */
+    for (uint64_t cap = 1; cap <= 8; cap++) {
+        struct node_precopy_rule r = rule;
+        r.max_rounds = cap;
+        struct node_precopy_state s2 = {.rounds = 1, .bw = 1e6};
+        uint64_t d = 1000000;
+        unsigned steps = 0;
+        for (;;) {
+            enum node_precopy_next nx = node_precopy_decide(&r, &s2, d, &reason, &est);
+            if (nx == NODE_PC_FREEZE)
+                break;
+            if (nx == NODE_PC_THROTTLE)
+                s2.throttle_step++;
+            s2.prev_dirty = d;
+            s2.rounds++;
+            d += 1000;
+            assert_true(++steps < 100);
+        }
+        assert_true(s2.rounds <= cap + r.throttle_steps + 2);
+    }
+    /* No measure yet: a modest guess, not a division by zero. */
+    st = (struct node_precopy_state){.rounds = 1};
+    node_precopy_decide(&rule, &st, 1000, &reason, &est);
+    assert_true(est > 0 && est < 20);
+}
+
+static void test_bitmap(void **state)
+{
+    (void)state;
+    const uint64_t pages = 130; /* three words per bitmap */
+    uint8_t map[64 + 2 * 3 * 8] = {0};
+    uint32_t v32;
+    uint64_t v64;
+    const char *why = NULL;
+    v32 = NODE_DIRTY_BITMAP_MAGIC; memcpy(map, &v32, 4);
+    v32 = 1u | (64u << 16); memcpy(map + 4, &v32, 4);
+    v32 = 4096; memcpy(map + 8, &v32, 4);
+    v64 = pages; memcpy(map + 16, &v64, 8);
+    assert_int_equal(node_dirty_bitmap_check(map, sizeof(map), pages, &why), 0);
+    assert_int_equal(node_dirty_bitmap_check(map, sizeof(map) - 1, pages, &why), DVS_EPROTO);
+    assert_int_equal(node_dirty_bitmap_check(map, sizeof(map), pages + 1, &why), DVS_EPROTO);
+    assert_non_null(why);
+    map[0] ^= 1;
+    assert_int_equal(node_dirty_bitmap_check(map, sizeof(map), pages, &why), DVS_EPROTO);
+    map[0] ^= 1;
+    /* Bitmap 1: pages 0, 1, 64, 129. Bitmap 0: page 5. */
+    uint8_t *b0 = map + 64, *b1 = map + 64 + 24;
+    b0[0] = 1 << 5;
+    b1[0] = 3;
+    b1[8] = 1;
+    b1[16] = 2;
+    struct node_runs r = {0};
+    node_dirty_bitmap_runs(map, pages, 1, &r);
+    assert_int_equal(r.n, 3);
+    assert_true(r.v[0].offset == 0 && r.v[0].len == 8192);
+    assert_true(r.v[1].offset == 64 * 4096ull && r.v[2].offset == 129 * 4096ull);
+    node_runs_clear(&r);
+    node_dirty_bitmap_runs(map, pages, 0, &r);
+    assert_true(r.n == 1 && r.v[0].offset == 5 * 4096ull);
+    node_runs_free(&r);
+}
+
+/* The real mechanism on this process's own memory: what the agent does to
+ * a service's (the uffd and pagemap are this process's here). */
+static void test_uffd_tracking(void **state)
+{
+    (void)state;
+    char why[200];
+    if (!node_dirty_probe_uffd(why, sizeof(why))) {
+        print_message("# skipped: no async userfaultfd write-protect here (%s)\n", why);
+        skip();
+    }
+    struct arena a;
+    arena_make(&a, 256);
+    memset(a.w, 1, 16 * 4096); /* populated pages and never-touched ones */
+    int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | 1 /* user mode only */);
+    if (uffd < 0)
+        uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    assert_true(uffd >= 0);
+    struct uffdio_api api = {.api = UFFD_API, .features = (1 << 15) | (1 << 13) | (1 << 12)};
+    assert_int_equal(ioctl(uffd, UFFDIO_API, &api), 0);
+    int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    struct node_dirty_uffd t;
+    assert_int_equal(node_dirty_uffd_start(&t, uffd, pagemap, (uint64_t)(uintptr_t)a.w, a.size),
+                     0);
+    struct node_runs r = {0};
+    assert_int_equal(node_dirty_uffd_collect(&t, &r), 0);
+    assert_int_equal(r.n, 0);
+    /* Writes to populated and fresh pages, and one through a syscall. */
+    a.w[3 * 4096] = 7;
+    a.w[100 * 4096 + 5] = 7;
+    a.w[101 * 4096] = 7;
+    assert_int_equal(pread(a.fd, a.w + 200 * 4096, 16, 0), 16);
+    assert_int_equal(node_dirty_uffd_collect(&t, &r), 0);
+    assert_int_equal(r.n, 3);
+    assert_true(r.v[0].offset == 3 * 4096ull && r.v[0].len == 4096);
+    assert_true(r.v[1].offset == 100 * 4096ull && r.v[1].len == 8192);
+    assert_true(r.v[2].offset == 200 * 4096ull);
+    /* Re-protected by the collect: nothing new, then only the new write. */
+    node_runs_clear(&r);
+    assert_int_equal(node_dirty_uffd_collect(&t, &r), 0);
+    assert_int_equal(r.n, 0);
+    a.w[3 * 4096] = 8;
+    assert_int_equal(node_dirty_uffd_collect(&t, &r), 0);
+    assert_true(r.n == 1 && r.bytes == 4096);
+    node_runs_free(&r);
+    node_dirty_uffd_stop(&t);
+    node_dirty_uffd_stop(&t); /* idempotent */
+    a.w[50 * 4096] = 1; /* plain memory again */
+    arena_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -451,6 +642,10 @@ int main(void)
         cmocka_unit_test(test_scan_skips_holes_and_zero_pages),
         cmocka_unit_test(test_scan_same_content_same_checksum),
         cmocka_unit_test(test_scan_swapped_pages_differ),
+        cmocka_unit_test(test_runs_merge_and_union),
+        cmocka_unit_test(test_precopy_rule),
+        cmocka_unit_test(test_bitmap),
+        cmocka_unit_test(test_uffd_tracking),
         cmocka_unit_test(test_scan_splits_long_runs),
         cmocka_unit_test(test_extents),
         cmocka_unit_test(test_ctl_parse),

@@ -13,6 +13,7 @@ INTEGRATION_TESTS = \
 	tests/integration/manager_membership.sh \
 	tests/integration/node_agent.sh \
 	tests/integration/node_migrate.sh \
+	tests/integration/node_precopy.sh \
 	tests/integration/node_faults.sh \
 	tests/integration/node_failover.sh \
 	tests/integration/sched_overload.sh \

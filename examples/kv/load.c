@@ -24,6 +24,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,11 +119,21 @@ static uint64_t kv_elapsed(const struct kv_load *L)
     return now_mono_ns() - L->t0;
 }
 
+/* SIGINT or SIGTERM end the run early: the calls in flight complete and
+ * the history and summary are written as at the end of --duration. */
+static volatile sig_atomic_t kv_load_stop;
+
+static void kv_load_on_signal(int sig)
+{
+    (void)sig;
+    kv_load_stop = 1;
+}
+
 static void kv_sleep_until(uint64_t mono_ns)
 {
     struct timespec ts = {.tv_sec = (time_t)(mono_ns / 1000000000u),
                           .tv_nsec = (long)(mono_ns % 1000000000u)};
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR && !kv_load_stop)
         ;
 }
 
@@ -280,8 +291,8 @@ static void *kv_worker_main(void *arg)
     for (uint64_t j = 0;; j++) {
         double slot = (double)w->id + (double)j * (double)L->threads;
         uint64_t due = (uint64_t)(slot * L->interval_ns);
-        if (due >= L->end_ns)
-            break;
+        if (due >= L->end_ns || kv_load_stop)
+            break; /* the end of the run, or SIGINT/SIGTERM: stop sending, report */
         uint64_t now = kv_elapsed(L);
         if (now >= L->end_ns) {
             /* The run is over: a backlog left by a stall is not sent (a
@@ -468,6 +479,10 @@ int kv_cmd_load(const struct kv_cli *cli)
         }
     }
 
+    struct sigaction sa = {.sa_handler = kv_load_on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     L.t0 = now_mono_ns();
     for (; started < L.threads; started++) {
         int rv = pthread_create(&ws[started].thread, NULL, kv_worker_main, &ws[started]);
