@@ -86,6 +86,10 @@ static const struct opt_def serve_opts[] = {
      "largest accepted HTTP request body", false, false},
     {"max-wait", OPT_DURATION, "10m", 1000, 3600000, OFF(max_wait_ms), "DURATION",
      "upper bound on a blocking query's wait", false, false},
+    {"events-retention", OPT_INT, "10000", 1, 1000000, OFF(events_retention), "N",
+     "events kept in the replicated event log (GET /v1/events); the leader writes its "
+     "value into the log, so the leader's setting wins",
+     false, false},
     {"auto-recovery", OPT_BOOL, "false", 0, 0, OFF(auto_recovery), NULL,
      "let libraft drop corrupt log tail segments at start (RAFT.md item 13); off "
      "means refuse to start and say why",

@@ -43,6 +43,7 @@ struct mgr_settings {
     int64_t migration_timeout_ms;
     uint64_t max_body;
     int64_t max_wait_ms;
+    int64_t events_retention; /* events kept by the FSM (proposed by the leader) */
     bool auto_recovery;
     bool allow_wildcard;
     int log_level;

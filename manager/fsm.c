@@ -352,7 +352,7 @@ static const char *const table_names[] = {
                 "WHERE idx > ?1 AND idx <= coalesce((SELECT idx FROM events WHERE "     \
                 "idx > ?1 ORDER BY id LIMIT 1 OFFSET ?2), 9223372036854775807) "        \
                 "ORDER BY id")                                                          \
-    X(EV_OLDEST, "SELECT idx FROM events ORDER BY id LIMIT 1")                          \
+    X(EV_OLDEST, "SELECT idx, id FROM events ORDER BY id LIMIT 1")                          \
     X(EV_MORE, "SELECT 1 FROM events WHERE idx > ?1 LIMIT 1")                           \
     X(STAT_ADD, "INSERT INTO stats(name, label, value) VALUES (?1, ?2, ?3) "            \
                 "ON CONFLICT(name, label) DO UPDATE SET value = value + ?3")            \
@@ -3123,13 +3123,18 @@ json_t *mgr_fsm_events(struct mgr_fsm *fsm, uint64_t after, unsigned limit, bool
     return arr;
 }
 
-uint64_t mgr_fsm_events_oldest(struct mgr_fsm *fsm)
+uint64_t mgr_fsm_events_oldest(struct mgr_fsm *fsm, bool *ret_pruned)
 {
     sqlite3_stmt *s = db_stmt(fsm, S_EV_OLDEST, NULL);
-    if (!s || db_step(s) != 1)
-        return 0;
-    int64_t idx = col_int(s, 0);
-    sqlite3_reset(s);
+    int64_t id = fsm->meta[META_NEXT_EVENT_ID], idx = 0;
+    if (s && db_step(s) == 1) {
+        idx = col_int(s, 0);
+        id = col_int(s, 1);
+        sqlite3_reset(s);
+    }
+    /* Ids are consecutive from 1: a first one above 1 means some went. */
+    if (ret_pruned)
+        *ret_pruned = id > 1;
     return (uint64_t)idx;
 }
 

@@ -157,8 +157,9 @@ json_t *mgr_fsm_dump(struct mgr_fsm *fsm);
  * tells whether newer events were left out. NULL on failure.
  */
 json_t *mgr_fsm_events(struct mgr_fsm *fsm, uint64_t after, unsigned limit, bool *ret_more);
-/* Index of the oldest event still kept (0 when there is none). */
-uint64_t mgr_fsm_events_oldest(struct mgr_fsm *fsm);
+/* Index of the oldest event still kept (0 when there is none). *RET_PRUNED
+ * (may be NULL): whether any event has ever been dropped by the retention. */
+uint64_t mgr_fsm_events_oldest(struct mgr_fsm *fsm, bool *ret_pruned);
 /* The retention in force (events kept). */
 int64_t mgr_fsm_events_retention(const struct mgr_fsm *fsm);
 
