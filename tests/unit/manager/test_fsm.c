@@ -2200,6 +2200,9 @@ static void events_are_pruned_to_the_retention_set_through_the_log(void **state)
 {
     struct fx *f = *state;
     assert_int_equal(mgr_fsm_events_retention(f->fsm), MGR_FSM_EVENTS_RETENTION_DEFAULT);
+    bool pruned = true;
+    assert_int_equal(mgr_fsm_events_oldest(f->fsm, &pruned), 0);
+    assert_false(pruned);
     FAILS(f, DVS_EBADREQUEST, "events_retention", MGR_CMD_SETTINGS, "{'events_retention':0}");
     FAILS(f, DVS_EBADREQUEST, "events_retention", MGR_CMD_SETTINGS,
           "{'events_retention':%d}", MGR_FSM_EVENTS_RETENTION_MAX + 1);
@@ -2214,7 +2217,10 @@ static void events_are_pruned_to_the_retention_set_through_the_log(void **state)
     json_t *evs = events_after(f, 0);
     assert_int_equal(json_array_size(evs), 4);
     expect_field_str(json_array_get(evs, 0), "subject", "c");
-    assert_int_equal(mgr_fsm_events_oldest(f->fsm), num(json_array_get(evs, 0), "index"));
+    pruned = false;
+    assert_int_equal(mgr_fsm_events_oldest(f->fsm, &pruned),
+                     num(json_array_get(evs, 0), "index"));
+    assert_true(pruned);
     json_decref(evs);
 
     add_node(f, "g", 1, GiB);
