@@ -33,7 +33,7 @@
 
 static const struct cli_cmd *const cli_commands[] = {
     &cli_status_cmd,   &cli_plan_cmd,      &cli_member_cmd, &cli_node_cmd,
-    &cli_endpoint_cmd, &cli_migration_cmd, NULL,
+    &cli_endpoint_cmd, &cli_migration_cmd, &cli_events_cmd, NULL,
 };
 
 static const struct cli_cmd cli_root = {

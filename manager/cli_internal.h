@@ -89,6 +89,7 @@ extern const struct cli_cmd cli_member_cmd;    /* cli_member.c */
 extern const struct cli_cmd cli_node_cmd;      /* cli_node.c */
 extern const struct cli_cmd cli_endpoint_cmd;  /* cli_endpoint.c */
 extern const struct cli_cmd cli_migration_cmd; /* cli_migration.c */
+extern const struct cli_cmd cli_events_cmd;    /* cli_events.c */
 
 /* Was flag NAME (without "--") given on the command line of CTX's command? */
 bool cli_opt_given(const struct cli_ctx *ctx, const char *name);

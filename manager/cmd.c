@@ -43,6 +43,7 @@ static const char *const type_names[MGR_CMD_TYPE_MAX + 1] = {
     [MGR_CMD_ENDPOINT_DELETE] = "endpoint_delete",
     [MGR_CMD_MIGRATION_CREATE] = "migration_create",
     [MGR_CMD_MIGRATION_UPDATE] = "migration_update",
+    [MGR_CMD_SETTINGS] = "settings",
 };
 
 const char *mgr_cmd_type_name(unsigned type)

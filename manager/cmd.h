@@ -39,7 +39,8 @@ enum mgr_cmd_type {
     MGR_CMD_ENDPOINT_DELETE = 8, /* {name} */
     MGR_CMD_MIGRATION_CREATE = 9, /* {endpoint, destination, reason, explanation?} */
     MGR_CMD_MIGRATION_UPDATE = 10, /* {id, phase, bytes?, rounds?, downtime_ms?, error?, info?} */
-    MGR_CMD_TYPE_MAX = 10,
+    MGR_CMD_SETTINGS = 11, /* {events_retention?} cluster-wide settings, from the leader's config */
+    MGR_CMD_TYPE_MAX = 11,
 };
 
 struct mgr_cmd {

@@ -86,6 +86,10 @@ static const struct opt_def serve_opts[] = {
      "largest accepted HTTP request body", false, false},
     {"max-wait", OPT_DURATION, "10m", 1000, 3600000, OFF(max_wait_ms), "DURATION",
      "upper bound on a blocking query's wait", false, false},
+    {"events-retention", OPT_INT, "10000", 1, 1000000, OFF(events_retention), "N",
+     "events kept in the replicated event log (GET /v1/events); the leader writes its "
+     "value into the log, so the leader's setting wins",
+     false, false},
     {"auto-recovery", OPT_BOOL, "false", 0, 0, OFF(auto_recovery), NULL,
      "let libraft drop corrupt log tail segments at start (RAFT.md item 13); off "
      "means refuse to start and say why",
@@ -150,6 +154,27 @@ raft_id mgr_raft_id(const char *id)
 const double mgr_commit_bucket_le[MGR_COMMIT_BUCKETS] = {
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 };
+
+const double mgr_apply_bucket_le[MGR_APPLY_BUCKETS] = {
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
+    0.001,   0.0025,   0.005,   0.01,   0.025,   0.1,
+};
+
+/* The FSM's apply, timed (the histogram dvs_fsm_apply_seconds). */
+static int timed_apply(struct raft_fsm *rfsm, const struct raft_buffer *buf, void **result)
+{
+    struct mgr *m = (struct mgr *)((char *)rfsm - offsetof(struct mgr, timed_fsm));
+    struct raft_fsm *inner = mgr_fsm_raft(m->fsm);
+    uint64_t t0 = uv_hrtime();
+    int rv = inner->apply(inner, buf, result);
+    double secs = (double)(uv_hrtime() - t0) / 1e9;
+    for (unsigned i = 0; i < MGR_APPLY_BUCKETS; i++)
+        if (secs <= mgr_apply_bucket_le[i])
+            m->apply_hist[i]++;
+    m->apply_count++;
+    m->apply_sum_s += secs;
+    return rv;
+}
 
 struct mgr_proposal {
     uint64_t request_id;
@@ -897,7 +922,10 @@ int mgr_serve_main(int argc, char **argv)
         goto out_tcp;
     }
     raft_uv_set_auto_recovery(&m->io, m->cfg.auto_recovery);
-    rv = raft_init(&m->raft, &m->io, mgr_fsm_raft(m->fsm), m->id, m->cfg.raft_addr);
+    /* Snapshot and restore find the FSM through data, which stays the FSM's. */
+    m->timed_fsm = *mgr_fsm_raft(m->fsm);
+    m->timed_fsm.apply = timed_apply;
+    rv = raft_init(&m->raft, &m->io, &m->timed_fsm, m->id, m->cfg.raft_addr);
     if (rv) {
         log_error(COMP, "raft_init: %s", raft_errmsg(&m->raft));
         goto out_io;

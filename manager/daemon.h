@@ -43,6 +43,7 @@ struct mgr_settings {
     int64_t migration_timeout_ms;
     uint64_t max_body;
     int64_t max_wait_ms;
+    int64_t events_retention; /* events kept by the FSM (proposed by the leader) */
     bool auto_recovery;
     bool allow_wildcard;
     int log_level;
@@ -56,6 +57,10 @@ struct mgr_settings {
     int64_t drain_deadline_ms;
     struct mgr_sched_slot sched[MGR_SCHED_MAX_PARAMS]; /* --sched-*, by sched_params[] index */
 };
+
+/* Upper bounds (seconds) of the FSM apply time histogram's buckets. */
+#define MGR_APPLY_BUCKETS 12
+extern const double mgr_apply_bucket_le[MGR_APPLY_BUCKETS];
 
 struct mgr;
 struct mgr_proposal;
@@ -112,6 +117,14 @@ struct mgr {
     uint64_t commit_count;
     double commit_sum_s;
     uint64_t proposals_failed;
+
+    /* Time spent applying each log entry to the FSM on this member (every
+     * member, leader or not), for /metrics: the FSM's raft_fsm with its
+     * apply wrapped to time it. */
+    struct raft_fsm timed_fsm;
+    uint64_t apply_hist[MGR_APPLY_BUCKETS];
+    uint64_t apply_count;
+    double apply_sum_s;
 
     struct mgr_leader *leader;
     struct mgr_watches *watches;

@@ -80,9 +80,12 @@ enum meta_slot {
     META_INDEX_ENDPOINTS,
     META_INDEX_MIGRATIONS,
     META_INDEX_LOAD,
+    META_INDEX_EVENTS,
     META_NEXT_ENDPOINT_ID,
     META_NEXT_MIGRATION_ID,
     META_REQUEST_SEQ,
+    META_NEXT_EVENT_ID,
+    META_EVENTS_RETENTION,
     META_COUNT,
 };
 
@@ -93,16 +96,55 @@ static const char *const meta_keys[META_COUNT] = {
     [META_INDEX_ENDPOINTS] = "index_endpoints",
     [META_INDEX_MIGRATIONS] = "index_migrations",
     [META_INDEX_LOAD] = "index_load",
+    [META_INDEX_EVENTS] = "index_events",
     [META_NEXT_ENDPOINT_ID] = "next_endpoint_id",
     [META_NEXT_MIGRATION_ID] = "next_migration_id",
     [META_REQUEST_SEQ] = "request_seq",
+    [META_NEXT_EVENT_ID] = "next_event_id",
+    [META_EVENTS_RETENTION] = "events_retention",
 };
 
-#define TABLE_COUNT 5 /* bits of enum mgr_table */
+/* Initial meta values (0 unless listed): ids start at 1 so that 0 never
+ * names an object. */
+static int64_t meta_initial(int slot)
+{
+    switch (slot) {
+    case META_NEXT_ENDPOINT_ID:
+    case META_NEXT_MIGRATION_ID:
+    case META_NEXT_EVENT_ID:
+        return 1;
+    case META_EVENTS_RETENTION:
+        return MGR_FSM_EVENTS_RETENTION_DEFAULT;
+    default:
+        return 0;
+    }
+}
+
+#define TABLE_COUNT 6 /* bits of enum mgr_table */
 
 /* ======================================================================
  * Schema and statements
  * ====================================================================== */
+
+/*
+ * What schema version 2 added to version 1: the event log and the counters
+ * of apply. Also run on a version 1 snapshot when it is restored.
+ */
+#define SCHEMA_V2_SQL                                                          \
+    "CREATE TABLE events("                                                     \
+    "  id INTEGER PRIMARY KEY,"                                                \
+    "  idx INTEGER NOT NULL,"                                                  \
+    "  time INTEGER NOT NULL,"                                                 \
+    "  type TEXT NOT NULL,"                                                    \
+    "  subject TEXT NOT NULL,"                                                 \
+    "  message TEXT NOT NULL,"                                                 \
+    "  data TEXT) STRICT;"                                                     \
+    "CREATE INDEX events_idx ON events(idx);"                                  \
+    "CREATE TABLE stats("                                                      \
+    "  name TEXT NOT NULL,"                                                    \
+    "  label TEXT NOT NULL,"                                                   \
+    "  value INTEGER NOT NULL,"                                                \
+    "  PRIMARY KEY(name, label)) STRICT, WITHOUT ROWID;"
 
 /*
  * STRICT tables make SQLite itself refuse a value of the wrong type, a second
@@ -176,11 +218,13 @@ static const char schema_sql[] =
     "  code INTEGER NOT NULL,"
     "  msg TEXT NOT NULL,"
     "  field TEXT NOT NULL) STRICT;"
-    "CREATE INDEX requests_seq ON requests(seq);";
+    "CREATE INDEX requests_seq ON requests(seq);"
+    SCHEMA_V2_SQL;
 
 /* The tables a snapshot must contain and mgr_fsm_dump() shows, in order. */
 static const char *const table_names[] = {
     "meta", "members", "nodes", "node_load", "endpoints", "migrations", "requests",
+    "events", "stats",
 };
 
 /* Column lists shared by the queries that build JSON objects. */
@@ -298,6 +342,21 @@ static const char *const table_names[] = {
                         "(source = ?1 OR destination = ?1) ORDER BY id")                \
     X(MIG_ACTIVE_COUNT, "SELECT count(*) FROM migrations WHERE " ACTIVE)               \
     X(MEMBER_COUNT, "SELECT count(*) FROM members")                                     \
+    X(MIG_FACTS, "SELECT endpoint, source, destination, reason, phase, created_at, "    \
+                 "finished_at, bytes, rounds, downtime_ms, explanation, error "         \
+                 "FROM migrations WHERE id = ?1")                                       \
+    X(EV_PUT, "INSERT INTO events(id, idx, time, type, subject, message, data) "        \
+              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")                                    \
+    X(EV_PRUNE, "DELETE FROM events WHERE id <= ?1")                                    \
+    X(EV_AFTER, "SELECT id, idx, time, type, subject, message, data FROM events "       \
+                "WHERE idx > ?1 AND idx <= coalesce((SELECT idx FROM events WHERE "     \
+                "idx > ?1 ORDER BY id LIMIT 1 OFFSET ?2), 9223372036854775807) "        \
+                "ORDER BY id")                                                          \
+    X(EV_OLDEST, "SELECT idx, id FROM events ORDER BY id LIMIT 1")                          \
+    X(EV_MORE, "SELECT 1 FROM events WHERE idx > ?1 LIMIT 1")                           \
+    X(STAT_ADD, "INSERT INTO stats(name, label, value) VALUES (?1, ?2, ?3) "            \
+                "ON CONFLICT(name, label) DO UPDATE SET value = value + ?3")            \
+    X(STAT_ALL, "SELECT name, label, value FROM stats ORDER BY name, label")            \
     X(SCHEMA, "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_schema "      \
               "ORDER BY type, name")
 
@@ -631,6 +690,12 @@ static const struct field migration_update_fields[] = {
     {NULL},
 };
 
+static const struct field settings_fields[] = {
+    {"events_retention", F_INT, .min = 1, .max = MGR_FSM_EVENTS_RETENTION_MAX,
+     .unit = "events"},
+    {NULL},
+};
+
 static const struct field *const command_fields[MGR_CMD_TYPE_MAX + 1] = {
     [MGR_CMD_MEMBER_SET] = member_set_fields,
     [MGR_CMD_MEMBER_DEL] = member_del_fields,
@@ -642,6 +707,7 @@ static const struct field *const command_fields[MGR_CMD_TYPE_MAX + 1] = {
     [MGR_CMD_ENDPOINT_DELETE] = endpoint_delete_fields,
     [MGR_CMD_MIGRATION_CREATE] = migration_create_fields,
     [MGR_CMD_MIGRATION_UPDATE] = migration_update_fields,
+    [MGR_CMD_SETTINGS] = settings_fields,
 };
 
 /* "what is accepted" for a field, for error messages. */
@@ -1337,8 +1403,174 @@ static int arena_alloc(struct mgr_fsm *fsm, uint64_t size, uint64_t *ret_addr)
 }
 
 /* ======================================================================
+ * The event log and the counters (fsm.h)
+ * ====================================================================== */
+
+const int64_t mgr_fsm_downtime_le_ms[MGR_FSM_DOWNTIME_BUCKETS] = {
+    1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000,
+};
+const int64_t mgr_fsm_duration_le_ms[MGR_FSM_DURATION_BUCKETS] = {
+    100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000, 300000, 600000,
+};
+
+/*
+ * Append an event of the command being applied. DATA (stolen, may be NULL)
+ * holds the type-specific fields. The oldest events beyond the retention go
+ * at once, by id, which every member assigns the same way. 0 or
+ * DVS_EINTERNAL / -ENOMEM: the command then fails as a whole, events
+ * included (they are written inside its savepoint).
+ */
+static int event_add(struct mgr_fsm *fsm, const char *type, const char *subject, json_t *data,
+                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int event_add(struct mgr_fsm *fsm, const char *type, const char *subject, json_t *data,
+                     const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+
+    char *text = NULL;
+    if (data) {
+        text = json_dumps(data, JSON_COMPACT | JSON_SORT_KEYS);
+        json_decref(data);
+        if (!text)
+            return -ENOMEM;
+    }
+    int64_t id = fsm->meta[META_NEXT_EVENT_ID];
+    int rc = db_exec(fsm, S_EV_PUT, "iiitttt", id, fsm->meta[META_INDEX], fsm->now, type,
+                     subject, msg, text);
+    free(text);
+    if (rc != 0)
+        return DVS_EINTERNAL;
+    fsm->meta[META_NEXT_EVENT_ID] = id + 1;
+    int64_t keep = fsm->meta[META_EVENTS_RETENTION];
+    if (id > keep && db_exec(fsm, S_EV_PRUNE, "i", id - keep) != 0)
+        return DVS_EINTERNAL;
+    touch(fsm, MGR_T_EVENTS);
+    return 0;
+}
+
+static int stat_add(struct mgr_fsm *fsm, const char *name, const char *label, int64_t delta)
+{
+    return db_exec(fsm, S_STAT_ADD, "tti", name, label, delta);
+}
+
+/* One observation of a histogram: cumulative buckets, count and sum. */
+static int stat_observe(struct mgr_fsm *fsm, const char *name, const char *prefix,
+                        const int64_t *le, unsigned n, int64_t value_ms)
+{
+    char key[64], label[96];
+    for (unsigned i = 0; i < n; i++) {
+        if (value_ms > le[i])
+            continue;
+        snprintf(key, sizeof(key), "%s_bucket", name);
+        snprintf(label, sizeof(label), "%s%" PRId64, prefix, le[i]);
+        if (stat_add(fsm, key, label, 1) != 0)
+            return DVS_EINTERNAL;
+    }
+    /* The prefix without its trailing '/' labels count and sum. */
+    size_t plen = strlen(prefix);
+    snprintf(label, sizeof(label), "%.*s", (int)(plen ? plen - 1 : 0), prefix);
+    snprintf(key, sizeof(key), "%s_count", name);
+    if (stat_add(fsm, key, label, 1) != 0)
+        return DVS_EINTERNAL;
+    snprintf(key, sizeof(key), "%s_sum_ms", name);
+    return stat_add(fsm, key, label, value_ms);
+}
+
+/*
+ * Migration ID has just changed phase (from phase FROM): record the event,
+ * and if it is now final, count its outcome and observe its figures.
+ */
+static int migration_event(struct mgr_fsm *fsm, int64_t id, const char *from)
+{
+    sqlite3_stmt *s = db_stmt(fsm, S_MIG_FACTS, "i", id);
+    if (!s)
+        return DVS_EINTERNAL;
+    int rc = db_step(s);
+    if (rc != 1)
+        return rc < 0 ? rc : DVS_EINTERNAL;
+    char endpoint[NAME_MAX_LEN + 1], src[NAME_MAX_LEN + 1], dst[NAME_MAX_LEN + 1];
+    char reason[32], phase[16], error[ERROR_MAX_LEN + 1];
+    char *explanation = NULL;
+    col_text(s, 0, endpoint, sizeof(endpoint));
+    col_text(s, 1, src, sizeof(src));
+    col_text(s, 2, dst, sizeof(dst));
+    col_text(s, 3, reason, sizeof(reason));
+    col_text(s, 4, phase, sizeof(phase));
+    int64_t created = col_int(s, 5);
+    bool final = !col_null(s, 6);
+    int64_t finished = col_int(s, 6);
+    int64_t bytes = col_int(s, 7), rounds = col_int(s, 8), downtime = col_int(s, 9);
+    const char *expl = (const char *)sqlite3_column_text(s, 10);
+    bool has_error = !col_null(s, 11);
+    col_text(s, 11, error, sizeof(error));
+    explanation = expl ? strdup(expl) : NULL;
+    sqlite3_reset(s);
+    if (!explanation)
+        return -ENOMEM;
+
+    json_t *data = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s}", "migration", (json_int_t)id,
+                             "source", src, "destination", dst, "reason", reason, "phase",
+                             phase, "explanation", explanation);
+    if (data && from)
+        json_object_set_new(data, "from", json_string(from));
+    if (data && final)
+        json_object_set_new(data, "downtime_ms", json_integer(downtime));
+    if (data && has_error)
+        json_object_set_new(data, "error", json_string(error));
+    if (!data) {
+        free(explanation);
+        return -ENOMEM;
+    }
+    char type[32];
+    snprintf(type, sizeof(type), "migration.%s", phase);
+    if (!from)
+        rc = event_add(fsm, type, endpoint, data, "migration %" PRId64 " of %s: %s -> %s, %s%s%s",
+                       id, endpoint, src, dst, reason, explanation[0] ? ": " : "",
+                       explanation);
+    else if (!strcmp(phase, "committed"))
+        rc = event_add(fsm, type, endpoint, data,
+                       "migration %" PRId64 " of %s committed: now on %s, %" PRId64
+                       " bytes in %" PRId64 " rounds, downtime %" PRId64 " ms, took %" PRId64
+                       " ms",
+                       id, endpoint, dst, bytes, rounds, downtime, finished - created);
+    else if (!strcmp(phase, "aborted"))
+        rc = event_add(fsm, type, endpoint, data,
+                       "migration %" PRId64 " of %s aborted in %s, stays on %s: %s", id,
+                       endpoint, from, src, has_error ? error : "no error given");
+    else
+        rc = event_add(fsm, type, endpoint, data, "migration %" PRId64 " of %s: %s -> %s", id,
+                       endpoint, from, phase);
+    free(explanation);
+    if (rc != 0 || !final)
+        return rc;
+
+    char label[64];
+    snprintf(label, sizeof(label), "%s/%s", reason, phase);
+    if (stat_add(fsm, "migrations_total", label, 1) != 0)
+        return DVS_EINTERNAL;
+    if (!strcmp(phase, "committed") &&
+        stat_observe(fsm, "downtime", "", mgr_fsm_downtime_le_ms, MGR_FSM_DOWNTIME_BUCKETS,
+                     downtime) != 0)
+        return DVS_EINTERNAL;
+    snprintf(label, sizeof(label), "%s/", phase);
+    /* Times come from proposers' clocks: never let a skew make it negative. */
+    return stat_observe(fsm, "duration", label, mgr_fsm_duration_le_ms,
+                        MGR_FSM_DURATION_BUCKETS, finished > created ? finished - created : 0);
+}
+
+/* ======================================================================
  * Commands
  * ====================================================================== */
+
+/* A failure of event_add / migration_event, recorded in RES. */
+static int fail_event(struct mgr_fsm *fsm, struct mgr_fsm_result *res, int rc)
+{
+    return rc == -ENOMEM ? fail_nomem(res) : fail_internal(fsm, res);
+}
 
 static int cmd_member_set(struct mgr_fsm *fsm, const json_t *body, struct mgr_fsm_result *res)
 {
@@ -1381,6 +1613,11 @@ static int cmd_member_set(struct mgr_fsm *fsm, const json_t *body, struct mgr_fs
                     fsm->meta[META_INDEX]) != 0)
             return fail_internal(fsm, res);
         touch(fsm, MGR_T_MEMBERS);
+        rc = event_add(fsm, "member.set", id,
+                       json_pack("{s:s, s:s}", "raft_addr", raft_addr, "http_addr", http_addr),
+                       "member %s: raft %s, http %s", id, raft_addr, http_addr);
+        if (rc)
+            return fail_event(fsm, res, rc);
     }
     return result_object(fsm, res, S_MEMBER_GET, member_json, id, 0);
 }
@@ -1396,6 +1633,9 @@ static int cmd_member_del(struct mgr_fsm *fsm, const json_t *body, struct mgr_fs
     if (db_exec(fsm, S_MEMBER_DEL, "t", id) != 0)
         return fail_internal(fsm, res);
     touch(fsm, MGR_T_MEMBERS);
+    rc = event_add(fsm, "member.removed", id, NULL, "member %s removed", id);
+    if (rc)
+        return fail_event(fsm, res, rc);
     res->object = json_pack("{s:s}", "deleted", id);
     return res->object ? 0 : fail_nomem(res);
 }
@@ -1417,6 +1657,13 @@ static int cmd_node_register(struct mgr_fsm *fsm, const json_t *body,
                     fsm->now, fsm->now, fsm->meta[META_INDEX]) != 0)
             return fail_internal(fsm, res);
         touch(fsm, MGR_T_NODES);
+        rc = event_add(fsm, "node.registered", id,
+                       json_pack("{s:s, s:f, s:I, s:s}", "address", address, "cpu", cpu,
+                                 "mem", (json_int_t)mem, "state", "up"),
+                       "node %s registered at %s (%g cores, %" PRId64 " bytes)", id, address,
+                       cpu, mem);
+        if (rc)
+            return fail_event(fsm, res, rc);
         return result_object(fsm, res, S_NODE_JSON, node_json, id, 0);
     }
 
@@ -1435,6 +1682,12 @@ static int cmd_node_register(struct mgr_fsm *fsm, const json_t *body,
         n.has_reason = true;
         snprintf(n.reason, sizeof(n.reason), "registered again");
         changed = true;
+        rc = event_add(fsm, "node.state", id,
+                       json_pack("{s:s, s:s, s:s}", "from", "down", "state", "up", "reason",
+                                 n.reason),
+                       "node %s: down -> up (registered again)", id);
+        if (rc)
+            return fail_event(fsm, res, rc);
     }
     if (changed) {
         if (store_node(fsm, &n) != 0)
@@ -1513,6 +1766,22 @@ static int cmd_node_state(struct mgr_fsm *fsm, const json_t *body, struct mgr_fs
         if (store_node(fsm, &n) != 0)
             return fail_internal(fsm, res);
         touch(fsm, MGR_T_NODES);
+    }
+    if (state_changes || n.eligible != old.eligible) {
+        json_t *data = json_pack("{s:s, s:s, s:b}", "from", old.state, "state", n.state,
+                                 "eligible", (int)n.eligible);
+        if (data && n.has_reason)
+            json_object_set_new(data, "reason", json_string(n.reason));
+        if (state_changes)
+            rc = event_add(fsm, "node.state", id, data, "node %s: %s -> %s%s%s%s", id,
+                           old.state, n.state, n.eligible ? "" : ", not eligible",
+                           n.has_reason ? ": " : "", n.has_reason ? n.reason : "");
+        else
+            rc = event_add(fsm, "node.eligibility", id, data, "node %s (%s) is %s%s%s", id,
+                           n.state, n.eligible ? "eligible again" : "no longer eligible",
+                           n.has_reason ? ": " : "", n.has_reason ? n.reason : "");
+        if (rc)
+            return fail_event(fsm, res, rc);
     }
     return result_object(fsm, res, S_NODE_JSON, node_json, id, 0);
 }
@@ -1613,7 +1882,40 @@ static int cmd_endpoint_create(struct mgr_fsm *fsm, const json_t *body,
         return fail_internal(fsm, res);
     fsm->meta[META_NEXT_ENDPOINT_ID] = id + 1;
     touch(fsm, MGR_T_ENDPOINTS);
+    json_t *data = json_pack("{s:I, s:s, s:I}", "endpoint_id", (json_int_t)id, "state",
+                             "pending", "arena_size", (json_int_t)arena);
+    if (data)
+        json_object_set_new(data, "node", placed[0] ? json_string(placed) : json_null());
+    rc = event_add(fsm, "endpoint.created", name, data, "endpoint %s created%s%s", name,
+                   placed[0] ? ", placed on " : ", pending: no node has room for it yet",
+                   placed);
+    if (rc)
+        return fail_event(fsm, res, rc);
     return result_object(fsm, res, S_EP_JSON, endpoint_json, name, 0);
+}
+
+/* The event of an agent's report that changed endpoint NAME from OLD to E. */
+static int endpoint_event(struct mgr_fsm *fsm, const char *name, const struct endpoint_row *old,
+                          const struct endpoint_row *e)
+{
+    const char *type = "endpoint.updated";
+    if (e->has_node != old->has_node || strcmp(e->node, old->node) != 0)
+        type = "endpoint.moved";
+    else if (strcmp(e->state, old->state) != 0)
+        type = "endpoint.state";
+    json_t *data = json_pack("{s:s, s:s, s:I}", "from", old->state, "state", e->state,
+                             "generation", (json_int_t)e->generation);
+    if (data) {
+        json_object_set_new(data, "node", e->has_node ? json_string(e->node) : json_null());
+        json_object_set_new(data, "address",
+                            e->has_address ? json_string(e->address) : json_null());
+    }
+    return event_add(fsm, type, name, data,
+                     "endpoint %s: %s%s%s on %s at %s, generation %" PRId64, name,
+                     strcmp(old->state, e->state) ? old->state : "",
+                     strcmp(old->state, e->state) ? " -> " : "", e->state,
+                     e->has_node ? e->node : "no node",
+                     e->has_address ? e->address : "no address", e->generation);
 }
 
 static int cmd_endpoint_update(struct mgr_fsm *fsm, const json_t *body,
@@ -1694,6 +1996,9 @@ static int cmd_endpoint_update(struct mgr_fsm *fsm, const json_t *body,
         if (store_endpoint(fsm, name, &e) != 0)
             return fail_internal(fsm, res);
         touch(fsm, MGR_T_ENDPOINTS);
+        rc = endpoint_event(fsm, name, &old, &e);
+        if (rc)
+            return fail_event(fsm, res, rc);
     }
     return result_object(fsm, res, S_EP_JSON, endpoint_json, name, 0);
 }
@@ -1715,14 +2020,26 @@ static int cmd_endpoint_delete(struct mgr_fsm *fsm, const json_t *body,
     if (rc < 0)
         return fail_internal(fsm, res);
     if (rc == 1) {
+        sqlite3_stmt *s = db_stmt(fsm, S_MIG_ROW, "i", mig);
+        if (!s || db_step(s) != 1)
+            return fail_internal(fsm, res);
+        char phase[16];
+        col_text(s, 4, phase, sizeof(phase));
+        sqlite3_reset(s);
         if (db_exec(fsm, S_MIG_ABORT_OF, "titi", name, fsm->now, "endpoint deleted",
                     fsm->meta[META_INDEX]) != 0)
             return fail_internal(fsm, res);
         touch(fsm, MGR_T_MIGRATIONS);
+        rc = migration_event(fsm, mig, phase);
+        if (rc)
+            return fail_event(fsm, res, rc);
     }
     if (db_exec(fsm, S_EP_DELETE, "t", name) != 0)
         return fail_internal(fsm, res);
     touch(fsm, MGR_T_ENDPOINTS);
+    rc = event_add(fsm, "endpoint.deleted", name, NULL, "endpoint %s deleted", name);
+    if (rc)
+        return fail_event(fsm, res, rc);
     res->object = json_pack("{s:s}", "deleted", name);
     return res->object ? 0 : fail_nomem(res);
 }
@@ -1778,6 +2095,9 @@ static int cmd_migration_create(struct mgr_fsm *fsm, const json_t *body,
     if (store_endpoint(fsm, name, &e) != 0)
         return fail_internal(fsm, res);
     touch(fsm, MGR_T_MIGRATIONS | MGR_T_ENDPOINTS);
+    rc = migration_event(fsm, id, NULL);
+    if (rc)
+        return fail_event(fsm, res, rc);
     return result_object(fsm, res, S_MIG_JSON, migration_json, NULL, id);
 }
 
@@ -1856,6 +2176,12 @@ static int cmd_migration_update(struct mgr_fsm *fsm, const json_t *body,
     if (rc != 0)
         return fail_internal(fsm, res);
     touch(fsm, MGR_T_MIGRATIONS);
+    /* Repeating the current phase is progress, not an event. */
+    if (from != to) {
+        rc = migration_event(fsm, id, cur);
+        if (rc)
+            return fail_event(fsm, res, rc);
+    }
 
     if (final) {
         struct endpoint_row e;
@@ -1885,10 +2211,49 @@ static int cmd_migration_update(struct mgr_fsm *fsm, const json_t *body,
                 return fail_internal(fsm, res);
             touch(fsm, MGR_T_ENDPOINTS);
         }
+        if (rc == 1 && to == COMMITTED) {
+            json_t *data = json_pack("{s:s, s:s, s:I, s:I}", "node", dest, "state", e.state,
+                                     "generation", (json_int_t)e.generation, "migration",
+                                     (json_int_t)id);
+            if (data)
+                json_object_set_new(data, "address",
+                                    address ? json_string(address) : json_null());
+            rc = event_add(fsm, "endpoint.moved", endpoint, data,
+                           "endpoint %s moved to %s at %s, generation %" PRId64
+                           " (migration %" PRId64 ")",
+                           endpoint, dest, address ? address : "no address", e.generation,
+                           id);
+            if (rc)
+                return fail_event(fsm, res, rc);
+        }
         if (db_exec(fsm, S_MIG_PRUNE, "i", (int64_t)MIGRATION_HISTORY) != 0)
             return fail_internal(fsm, res);
     }
     return result_object(fsm, res, S_MIG_JSON, migration_json, NULL, id);
+}
+
+/*
+ * Cluster-wide settings that apply must know, so they come through the log
+ * (the leader proposes its configured values when they differ from these):
+ * events_retention, the number of events kept.
+ */
+static int cmd_settings(struct mgr_fsm *fsm, const json_t *body, struct mgr_fsm_result *res)
+{
+    if (has(body, "events_retention")) {
+        int64_t keep = get_int(body, "events_retention", 0);
+        int64_t last = fsm->meta[META_NEXT_EVENT_ID] - 1;
+        if (keep != fsm->meta[META_EVENTS_RETENTION]) {
+            fsm->meta[META_EVENTS_RETENTION] = keep;
+            if (last > keep) {
+                if (db_exec(fsm, S_EV_PRUNE, "i", last - keep) != 0)
+                    return fail_internal(fsm, res);
+                touch(fsm, MGR_T_EVENTS);
+            }
+        }
+    }
+    res->object = json_pack("{s:I}", "events_retention",
+                            (json_int_t)fsm->meta[META_EVENTS_RETENTION]);
+    return res->object ? 0 : fail_nomem(res);
 }
 
 typedef int (*cmd_fn)(struct mgr_fsm *fsm, const json_t *body, struct mgr_fsm_result *res);
@@ -1904,6 +2269,7 @@ static const cmd_fn command_handlers[MGR_CMD_TYPE_MAX + 1] = {
     [MGR_CMD_ENDPOINT_DELETE] = cmd_endpoint_delete,
     [MGR_CMD_MIGRATION_CREATE] = cmd_migration_create,
     [MGR_CMD_MIGRATION_UPDATE] = cmd_migration_update,
+    [MGR_CMD_SETTINGS] = cmd_settings,
 };
 
 /* ======================================================================
@@ -2173,10 +2539,8 @@ static int create_schema(sqlite3 *db)
         rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
     }
     for (int i = 0; i < META_COUNT && rc == SQLITE_OK; i++) {
-        /* Ids start at 1, so that 0 never names an object. */
-        int first = i == META_NEXT_ENDPOINT_ID || i == META_NEXT_MIGRATION_ID;
-        snprintf(sql, sizeof(sql), "INSERT INTO meta(key, value) VALUES ('%s', %d)",
-                 meta_keys[i], first);
+        snprintf(sql, sizeof(sql), "INSERT INTO meta(key, value) VALUES ('%s', %lld)",
+                 meta_keys[i], (long long)meta_initial(i));
         rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
     }
     if (rc == SQLITE_OK)
@@ -2297,6 +2661,36 @@ static int query_text(sqlite3 *db, const char *sql, char *buf, size_t len)
 }
 
 /*
+ * A version 1 database (before the event log) becomes a version 2 one: the
+ * new tables, empty, and the new meta rows at their initial values. The
+ * signature check that follows still checks everything else. Only the rows
+ * missing are added, so a version 1 database with a doctored meta table
+ * still fails that check.
+ */
+static int upgrade_v1(sqlite3 *db)
+{
+    static const int added[] = {META_INDEX_EVENTS, META_NEXT_EVENT_ID,
+                                META_EVENTS_RETENTION};
+    char sql[256];
+    int rc = sqlite3_exec(db, "BEGIN;" SCHEMA_V2_SQL, NULL, NULL, NULL);
+    for (size_t i = 0; rc == SQLITE_OK && i < sizeof(added) / sizeof(added[0]); i++) {
+        snprintf(sql, sizeof(sql), "INSERT INTO meta(key, value) VALUES ('%s', %lld)",
+                 meta_keys[added[i]], (long long)meta_initial(added[i]));
+        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    }
+    if (rc == SQLITE_OK) {
+        snprintf(sql, sizeof(sql), "PRAGMA user_version = %d; COMMIT",
+                 MGR_FSM_SCHEMA_VERSION);
+        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    }
+    if (rc == SQLITE_OK)
+        return 0;
+    int code = sqlite3_errcode(db);
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return rc == SQLITE_NOMEM || code == SQLITE_NOMEM ? -ENOMEM : DVS_EPROTO;
+}
+
+/*
  * Is DB a database this code can run on? Integrity first (garbage fails
  * here), then the schema version, then every table, index and column
  * exactly as this version creates them, then the meta rows.
@@ -2304,6 +2698,7 @@ static int query_text(sqlite3 *db, const char *sql, char *buf, size_t len)
 static int check_candidate(struct mgr_fsm *fsm, sqlite3 *db)
 {
     char text[64];
+    int rv;
     /* Running out of memory is not the snapshot's fault: say which it is. */
     int rc = query_text(db, "PRAGMA quick_check", text, sizeof(text));
     if (rc == SQLITE_NOMEM)
@@ -2316,11 +2711,17 @@ static int check_candidate(struct mgr_fsm *fsm, sqlite3 *db)
     long version = strtol(text, NULL, 10);
     if (version > MGR_FSM_SCHEMA_VERSION)
         return -EPROTONOSUPPORT;
+    if (version == 1) {
+        rv = upgrade_v1(db);
+        if (rv)
+            return rv;
+        version = MGR_FSM_SCHEMA_VERSION;
+    }
     if (version != MGR_FSM_SCHEMA_VERSION)
         return DVS_EPROTO;
 
     char *sig = NULL;
-    int rv = schema_signature(db, &sig);
+    rv = schema_signature(db, &sig);
     if (rv)
         return rv;
     bool same = strcmp(sig, fsm->schema_signature) == 0;
@@ -2665,4 +3066,105 @@ bool mgr_fsm_member_http_by_raft(struct mgr_fsm *fsm, const char *raft_addr, cha
     }
     sqlite3_reset(s);
     return ok;
+}
+
+/* ======================================================================
+ * The event log and counters (fsm.h)
+ * ====================================================================== */
+
+/* EV_AFTER's columns. */
+static json_t *event_json(sqlite3_stmt *s)
+{
+    json_t *ev = NULL;
+    if (!col_null(s, 6)) {
+        /* Written by event_add, so it parses; anything else is dropped. */
+        ev = json_loads((const char *)sqlite3_column_text(s, 6), 0, NULL);
+        if (ev && !json_is_object(ev)) {
+            json_decref(ev);
+            ev = NULL;
+        }
+    }
+    if (!ev)
+        ev = json_object();
+    struct jb b = {ev, false};
+    if (!b.obj)
+        return NULL;
+    jb_set(&b, "id", col_json_int(s, 0));
+    jb_set(&b, "index", col_json_int(s, 1));
+    jb_set(&b, "time", col_json_int(s, 2));
+    jb_set(&b, "type", col_json_text(s, 3));
+    jb_set(&b, "subject", col_json_text(s, 4));
+    jb_set(&b, "message", col_json_text(s, 5));
+    return jb_done(&b);
+}
+
+json_t *mgr_fsm_events(struct mgr_fsm *fsm, uint64_t after, unsigned limit, bool *ret_more)
+{
+    assert(limit > 0);
+    if (after > (uint64_t)INT64_MAX)
+        after = (uint64_t)INT64_MAX;
+    json_t *arr = query_all(db_stmt(fsm, S_EV_AFTER, "ii", (int64_t)after, (int64_t)limit - 1),
+                            event_json);
+    if (arr && ret_more) {
+        size_t n = json_array_size(arr);
+        int64_t last = n ? json_integer_value(
+                               json_object_get(json_array_get(arr, n - 1), "index"))
+                         : (int64_t)after;
+        sqlite3_stmt *s = db_stmt(fsm, S_EV_MORE, "i", last);
+        int rc = s ? db_step(s) : DVS_EINTERNAL;
+        if (rc == 1)
+            sqlite3_reset(s);
+        if (rc < 0) {
+            json_decref(arr);
+            return NULL;
+        }
+        *ret_more = rc == 1;
+    }
+    return arr;
+}
+
+uint64_t mgr_fsm_events_oldest(struct mgr_fsm *fsm, bool *ret_pruned)
+{
+    sqlite3_stmt *s = db_stmt(fsm, S_EV_OLDEST, NULL);
+    int64_t id = fsm->meta[META_NEXT_EVENT_ID], idx = 0;
+    if (s && db_step(s) == 1) {
+        idx = col_int(s, 0);
+        id = col_int(s, 1);
+        sqlite3_reset(s);
+    }
+    /* Ids are consecutive from 1: a first one above 1 means some went. */
+    if (ret_pruned)
+        *ret_pruned = id > 1;
+    return (uint64_t)idx;
+}
+
+int64_t mgr_fsm_events_retention(const struct mgr_fsm *fsm)
+{
+    return fsm->meta[META_EVENTS_RETENTION];
+}
+
+json_t *mgr_fsm_stats(struct mgr_fsm *fsm)
+{
+    sqlite3_stmt *s = db_stmt(fsm, S_STAT_ALL, NULL);
+    json_t *obj = json_object();
+    if (!s || !obj) {
+        json_decref(obj);
+        return NULL;
+    }
+    int rc;
+    while ((rc = db_step(s)) == 1) {
+        char key[256];
+        snprintf(key, sizeof(key), "%s|%s", (const char *)sqlite3_column_text(s, 0),
+                 (const char *)sqlite3_column_text(s, 1));
+        if (json_object_set_new(obj, key, json_integer(col_int(s, 2))) != 0) {
+            sqlite3_reset(s);
+            rc = -ENOMEM;
+            break;
+        }
+    }
+    if (rc < 0) {
+        json_decref(obj);
+        return NULL;
+    }
+    return obj;
 }

@@ -22,8 +22,12 @@
 
 #include "manager/cmd.h"
 
-/* Schema version stored in the database (PRAGMA user_version). */
-#define MGR_FSM_SCHEMA_VERSION 1
+/*
+ * Schema version stored in the database (PRAGMA user_version). Version 2
+ * added the events and stats tables; a version 1 snapshot is upgraded when
+ * restored (so a member of the new version can join a cluster of the old).
+ */
+#define MGR_FSM_SCHEMA_VERSION 2
 
 /*
  * Arena placement (DESIGN.md §4): every endpoint gets a virtual address range
@@ -49,6 +53,7 @@ enum mgr_table {
     MGR_T_ENDPOINTS = 1u << 2,
     MGR_T_MIGRATIONS = 1u << 3,
     MGR_T_LOAD = 1u << 4,
+    MGR_T_EVENTS = 1u << 5, /* the event log (GET /v1/events) */
 };
 
 /* The outcome of applying one command. */
@@ -131,6 +136,53 @@ json_t *mgr_fsm_orders(struct mgr_fsm *fsm, const char *node);
 json_t *mgr_fsm_counts(struct mgr_fsm *fsm);
 /* The whole state (every table, every column) as one JSON value, for tests. */
 json_t *mgr_fsm_dump(struct mgr_fsm *fsm);
+
+/* ---- The event log (GET /v1/events, docs/api.md) ----
+ *
+ * Apply appends an event for each change an operator would want to see:
+ * directory changes (endpoint created, state changed, moved, deleted), node
+ * state changes, member changes and migration phase changes (with the
+ * migration's reason and the scheduler's explanation). Each event carries
+ * the FSM index of the command that caused it (several events may share one
+ * index). Only the newest MGR_CMD_SETTINGS "events_retention" events are
+ * kept; pruning happens inside apply, so every member keeps the same list.
+ */
+#define MGR_FSM_EVENTS_RETENTION_DEFAULT 10000
+#define MGR_FSM_EVENTS_RETENTION_MAX 1000000
+
+/*
+ * Events with index > AFTER, oldest first: {"id","index","time","type",
+ * "subject","message", ...type-specific fields}. At most about LIMIT (> 0)
+ * events, never splitting the events of one index. *RET_MORE (may be NULL)
+ * tells whether newer events were left out. NULL on failure.
+ */
+json_t *mgr_fsm_events(struct mgr_fsm *fsm, uint64_t after, unsigned limit, bool *ret_more);
+/* Index of the oldest event still kept (0 when there is none). *RET_PRUNED
+ * (may be NULL): whether any event has ever been dropped by the retention. */
+uint64_t mgr_fsm_events_oldest(struct mgr_fsm *fsm, bool *ret_pruned);
+/* The retention in force (events kept). */
+int64_t mgr_fsm_events_retention(const struct mgr_fsm *fsm);
+
+/* ---- Counters kept by apply (for /metrics) ----
+ *
+ * Migration outcomes and the downtime and duration histograms are counted
+ * by apply when a migration becomes final, so they are the same on every
+ * member and survive restarts and leader changes (they travel in
+ * snapshots). Histogram buckets are cumulative, upper bounds in ms.
+ */
+#define MGR_FSM_DOWNTIME_BUCKETS 12
+extern const int64_t mgr_fsm_downtime_le_ms[MGR_FSM_DOWNTIME_BUCKETS];
+#define MGR_FSM_DURATION_BUCKETS 12
+extern const int64_t mgr_fsm_duration_le_ms[MGR_FSM_DURATION_BUCKETS];
+
+/*
+ * Every counter as one JSON object {"NAME|LABEL": value}, absent = 0:
+ *   migrations_total|REASON/OUTCOME      outcome committed or aborted
+ *   downtime_bucket|LE_MS, downtime_count|, downtime_sum_ms|   (committed)
+ *   duration_bucket|OUTCOME/LE_MS, duration_count|OUTCOME, duration_sum_ms|OUTCOME
+ * LE_MS is a bound of the tables above. NULL on failure.
+ */
+json_t *mgr_fsm_stats(struct mgr_fsm *fsm);
 
 /* Look up a member's HTTP address by its raft address (for redirects). Copies into BUF. */
 bool mgr_fsm_member_http_by_raft(struct mgr_fsm *fsm, const char *raft_addr, char *buf,

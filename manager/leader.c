@@ -265,6 +265,15 @@ static void free_hbs(struct mgr_leader *l)
     }
 }
 
+static void settings_done(struct mgr *m, int status, struct mgr_fsm_result *res, void *data)
+{
+    (void)m;
+    (void)data;
+    if (status != 0 || res->code != 0)
+        log_warn(COMP, "settings not applied: %s (the next leader tries again)",
+                 status != 0 ? dvs_strerror(status) : res->msg);
+}
+
 void mgr_leader_start(struct mgr *m)
 {
     struct mgr_leader *l = m->leader;
@@ -280,6 +289,17 @@ void mgr_leader_start(struct mgr *m)
     log_info(COMP, "leader duties started (node ttl %lldms, load summary every %lldms)",
              (long long)m->cfg.node_ttl_ms, (long long)m->cfg.load_summary_ms);
     mgr_sched_start(m);
+
+    /* Settings apply needs travel through the log (fsm.c, cmd_settings). */
+    if (m->cfg.events_retention > 0 &&
+        m->cfg.events_retention != mgr_fsm_events_retention(m->fsm)) {
+        json_t *body = json_pack("{s:I}", "events_retention",
+                                 (json_int_t)m->cfg.events_retention);
+        if (mgr_propose(m, MGR_CMD_SETTINGS, body, 0, settings_done, NULL) == 0)
+            log_info(COMP, "proposing events_retention=%lld (was %lld)",
+                     (long long)m->cfg.events_retention,
+                     (long long)mgr_fsm_events_retention(m->fsm));
+    }
 }
 
 void mgr_leader_stop(struct mgr *m)

@@ -21,6 +21,7 @@ manager_dvs_manager_SOURCES = \
 	manager/rest_endpoints.c \
 	manager/rest_migrations.c \
 	manager/rest_metrics.c \
+	manager/rest_events.c \
 	manager/rest_plan.c \
 	manager/sched_glue.c manager/sched_glue.h \
 	manager/cli.c manager/cli.h manager/cli_internal.h \
@@ -28,7 +29,8 @@ manager_dvs_manager_SOURCES = \
 	manager/cli_member.c \
 	manager/cli_node.c \
 	manager/cli_endpoint.c \
-	manager/cli_migration.c
+	manager/cli_migration.c \
+	manager/cli_events.c
 manager_dvs_manager_CFLAGS = $(AM_CFLAGS) $(RAFT_CFLAGS) $(UV_CFLAGS) $(SQLITE_CFLAGS) \
 	$(JANSSON_CFLAGS) $(MHD_CFLAGS) $(CURL_CFLAGS)
 manager_dvs_manager_LDADD = manager/libmgrcore.la scheduler/libsched.la api/libapi.la \

@@ -33,6 +33,7 @@ const struct api_route mgr_routes[] = {
     {"GET", "/v1/migrations/{id}", rest_get_migration},
     {"PATCH", "/v1/migrations/{id}", rest_patch_migration},
     {"GET", "/v1/plan", rest_get_plan},
+    {"GET", "/v1/events", rest_get_events},
     {"GET", "/metrics", rest_get_metrics},
     {NULL, NULL, NULL},
 };

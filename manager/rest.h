@@ -79,6 +79,7 @@ void rest_get_migration(struct api_req *req, void *data);
 void rest_patch_migration(struct api_req *req, void *data);
 void rest_post_migrate(struct api_req *req, void *data);
 void rest_get_metrics(struct api_req *req, void *data);
+void rest_get_events(struct api_req *req, void *data); /* rest_events.c */
 /* rest_plan.c: the scheduler's plan and node drains (DESIGN.md §6). */
 void rest_get_plan(struct api_req *req, void *data);
 void rest_post_drain(struct api_req *req, void *data);

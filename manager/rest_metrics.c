@@ -1,7 +1,17 @@
 /*
  * GET /metrics: Prometheus text exposition format (version 0.0.4) of this
  * member: Raft state, term and indexes, commit latency of the proposals this
- * member made as leader, and the directory's contents by state.
+ * member made as leader, FSM apply time, the directory's contents by state,
+ * the scheduler's counters (sched_glue.c), and the migration outcome counters
+ * and histograms.
+ *
+ * Two kinds of figures (docs/operator-guide.md, "Metrics"): those of this
+ * member's process (dvs_commit_seconds, dvs_fsm_apply_seconds, the
+ * scheduler's, which only the leader moves), and those read from the FSM
+ * (dvs_nodes, dvs_endpoints, dvs_migrations*, dvs_migration_*_seconds,
+ * dvs_events_*), which are the same on every member for the same applied
+ * index, survive restarts and leader changes, and so can be scraped from
+ * any one member.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,6 +44,19 @@ static void put(struct buf *b, const char *fmt, ...)
     }
 }
 
+/* Write V as a label value: backslash, double quote and newline escaped. */
+static void put_label(struct buf *b, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            put(b, "\\%c", *v);
+        else if (*v == '\n')
+            put(b, "\\n");
+        else
+            put(b, "%c", *v);
+    }
+}
+
 /* Count the elements of ARR by their string field FIELD, and print one sample
  * per value seen (plus zero samples for the values in ALWAYS). */
 static void count_by(struct buf *b, const char *metric, json_t *arr, const char *field,
@@ -55,8 +78,84 @@ static void count_by(struct buf *b, const char *metric, json_t *arr, const char 
     const char *k;
     json_t *v;
     json_object_foreach(counts, k, v)
-        put(b, "%s{%s=\"%s\"} %lld\n", metric, field, k, (long long)json_integer_value(v));
+    {
+        put(b, "%s{%s=\"", metric, field);
+        put_label(b, k);
+        put(b, "\"} %lld\n", (long long)json_integer_value(v));
+    }
     json_decref(counts);
+}
+
+static long long stat_of(json_t *stats, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static long long stat_of(json_t *stats, const char *fmt, ...)
+{
+    char key[160];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(key, sizeof(key), fmt, ap);
+    va_end(ap);
+    return (long long)json_integer_value(json_object_get(stats, key));
+}
+
+/* One histogram from the FSM's counters (fsm.h: NAME_bucket|PREFIX LE_MS ...). */
+static void fsm_histogram(struct buf *b, json_t *stats, const char *metric, const char *name,
+                          const char *label, const char *value, const int64_t *le,
+                          unsigned n)
+{
+    char lab[96] = "", prefix[64] = "", sel[96] = "";
+    if (label) {
+        snprintf(lab, sizeof(lab), "%s=\"%s\",", label, value);
+        snprintf(sel, sizeof(sel), "{%s=\"%s\"}", label, value);
+        snprintf(prefix, sizeof(prefix), "%s/", value);
+    }
+    for (unsigned i = 0; i < n; i++)
+        put(b, "%s_bucket{%sle=\"%g\"} %lld\n", metric, lab, (double)le[i] / 1000.0,
+            stat_of(stats, "%s_bucket|%s%lld", name, prefix, (long long)le[i]));
+    long long count = stat_of(stats, "%s_count|%s", name, label ? value : "");
+    put(b, "%s_bucket{%sle=\"+Inf\"} %lld\n", metric, lab, count);
+    put(b, "%s_sum%s %.3f\n", metric, sel,
+        (double)stat_of(stats, "%s_sum_ms|%s", name, label ? value : "") / 1000.0);
+    put(b, "%s_count%s %lld\n", metric, sel, count);
+}
+
+/* The counters apply keeps (fsm.h), and the event log's size. */
+static void migration_stats(struct buf *b, struct mgr *m)
+{
+    static const char *const reasons[] = {"overload", "energy", "maintenance", "manual",
+                                          "rebalance"};
+    static const char *const outcomes[] = {"committed", "aborted"};
+    json_t *stats = mgr_fsm_stats(m->fsm);
+    if (!stats)
+        return; /* out of memory: leave them out rather than show zeros */
+
+    put(b, "# HELP dvs_migrations_total Migrations finished, by reason and outcome (from the "
+           "replicated log: the same on every member).\n"
+           "# TYPE dvs_migrations_total counter\n");
+    for (unsigned r = 0; r < 5; r++)
+        for (unsigned o = 0; o < 2; o++)
+            put(b, "dvs_migrations_total{reason=\"%s\",outcome=\"%s\"} %lld\n", reasons[r],
+                outcomes[o], stat_of(stats, "migrations_total|%s/%s", reasons[r], outcomes[o]));
+
+    put(b, "# HELP dvs_migration_downtime_seconds Downtime of committed migrations, as "
+           "reported by the source agent.\n"
+           "# TYPE dvs_migration_downtime_seconds histogram\n");
+    fsm_histogram(b, stats, "dvs_migration_downtime_seconds", "downtime", NULL, NULL,
+                  mgr_fsm_downtime_le_ms, MGR_FSM_DOWNTIME_BUCKETS);
+
+    put(b, "# HELP dvs_migration_duration_seconds Time from a migration's record to its "
+           "commit or abort, by outcome.\n"
+           "# TYPE dvs_migration_duration_seconds histogram\n");
+    for (unsigned o = 0; o < 2; o++)
+        fsm_histogram(b, stats, "dvs_migration_duration_seconds", "duration", "outcome",
+                      outcomes[o], mgr_fsm_duration_le_ms, MGR_FSM_DURATION_BUCKETS);
+    json_decref(stats);
+
+    put(b, "# HELP dvs_events_retention Events the replicated event log keeps.\n"
+           "# TYPE dvs_events_retention gauge\ndvs_events_retention %lld\n",
+        (long long)mgr_fsm_events_retention(m->fsm));
+    put(b, "# HELP dvs_events_index FSM index of the newest event (X-Dvs-Index of "
+           "/v1/events).\n# TYPE dvs_events_index gauge\ndvs_events_index %llu\n",
+        (unsigned long long)mgr_fsm_table_index(m->fsm, MGR_T_EVENTS));
 }
 
 void rest_get_metrics(struct api_req *req, void *data)
@@ -126,6 +225,18 @@ void rest_get_metrics(struct api_req *req, void *data)
                                           "rebalance", NULL};
     count_by(&b, "dvs_migrations_by_reason", migs, "reason", reasons);
     json_decref(migs);
+
+    put(&b, "# HELP dvs_fsm_apply_seconds Time this member took to apply each log entry to "
+            "its FSM.\n# TYPE dvs_fsm_apply_seconds histogram\n");
+    for (unsigned i = 0; i < MGR_APPLY_BUCKETS; i++)
+        put(&b, "dvs_fsm_apply_seconds_bucket{le=\"%g\"} %llu\n", mgr_apply_bucket_le[i],
+            (unsigned long long)m->apply_hist[i]);
+    put(&b, "dvs_fsm_apply_seconds_bucket{le=\"+Inf\"} %llu\n",
+        (unsigned long long)m->apply_count);
+    put(&b, "dvs_fsm_apply_seconds_sum %.9f\ndvs_fsm_apply_seconds_count %llu\n",
+        m->apply_sum_s, (unsigned long long)m->apply_count);
+
+    migration_stats(&b, m);
 
     char *sched = mgr_sched_metrics(m);
     put(&b, "%s", sched);

@@ -121,6 +121,8 @@ static const struct opt_def serve_opts[] = {
      "read options from FILE (name = value lines); flags override it", false, true},
     {"log-level", OPT_LOGLEVEL, "info", 0, 0, OFF(log_level), "LEVEL",
      "debug, info, warn or error", false, false},
+    {"metrics-addr", OPT_HOSTPORT, NULL, 0, 0, OFF(metrics_addr), "HOST:PORT",
+     "serve Prometheus metrics at http://HOST:PORT/metrics (default: off)", false, false},
     {NULL},
 };
 
@@ -241,6 +243,7 @@ static void finish_stop(struct node *n)
     n->finished = true;
     /* The threads first: the orders thread must not wake a closed async. */
     node_mgr_stop(n);
+    node_metrics_stop(n);
     node_mig_close_all(n);
     node_inst_close_all(n);
     node_ctl_close_all(n);
@@ -490,6 +493,7 @@ static void node_free(struct node *n)
     opts_free(serve_opts, &n->cfg);
     if (n->orders_detached)
         return; /* a thread still holds n (see node_mgr_stop); the exit frees it */
+    node_metrics_free(n);
     pthread_cond_destroy(&n->cond);
     pthread_mutex_destroy(&n->mu);
     free(n);
@@ -545,7 +549,8 @@ int node_serve_main(int argc, char **argv)
     uv_signal_start(&n->sigint, on_signal, SIGINT);
 
     node_inst_load_records(n);
-    if (node_ctl_listen(n) != 0 || node_mig_listen(n) != 0) {
+    if (node_metrics_init(n) != 0 || node_ctl_listen(n) != 0 || node_mig_listen(n) != 0 ||
+        node_metrics_start(n) != 0) {
         begin_stop(n, "start-up failed");
         n->stop_deadline_passed = true;
         finish_stop(n);

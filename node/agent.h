@@ -80,10 +80,8 @@ struct node_settings {
     int64_t downtime_budget_ms;
     int64_t precopy_max_rounds;
     uint64_t max_bandwidth; /* bytes per second; 0 = unlimited */
+    char *metrics_addr; /* --metrics-addr: serve /metrics there; NULL = off */
 };
-
-/* How this agent tracks dirty pages (enum node_xfer_method values): chosen
- * at start-up from --dirty-tracking and what the kernel offers. */
 
 /* ------------------------------------------------------------------------ */
 /* Control messages (control.c; docs/control-protocol.md)                    */
@@ -267,6 +265,38 @@ void node_mgr_stop(struct node *n);
 const char *node_call_error(const struct node_call_result *res);
 
 /* ------------------------------------------------------------------------ */
+/* Metrics (metrics.c): GET /metrics on --metrics-addr                        */
+/* ------------------------------------------------------------------------ */
+
+enum node_mig_role { NODE_MIG_SOURCE, NODE_MIG_DESTINATION };
+
+/* What one migration this agent took part in came to. */
+struct node_mig_stats {
+    enum node_mig_role role;
+    bool committed;          /* false: aborted */
+    uint64_t bytes_sent;     /* arena bytes this agent sent (source) */
+    uint64_t bytes_received; /* arena bytes this agent received (destination) */
+    int64_t downtime_ms;     /* source, committed: freeze to release; -1 unknown */
+    int64_t duration_ms;     /* from the start of this agent's part to its end; -1 unknown */
+};
+
+/* Allocate the counters (before any hook may run). 0 or -ENOMEM. */
+int node_metrics_init(struct node *n);
+/* Serve /metrics when --metrics-addr is set. 0 or a negative errno. */
+int node_metrics_start(struct node *n);
+void node_metrics_stop(struct node *n);  /* shut-down: close the server */
+void node_metrics_free(struct node *n);  /* after the loop has ended */
+/*
+ * Hooks. node_metrics_migration_done: once per migration, when this agent's
+ * part of it is over (committed or aborted), on the loop thread; ST is
+ * borrowed. node_metrics_restart: a crashed service is restarted (loop).
+ * node_metrics_heartbeat: one heartbeat's outcome (heartbeat thread).
+ */
+void node_metrics_migration_done(struct node *n, const struct node_mig_stats *st);
+void node_metrics_restart(struct node *n);
+void node_metrics_heartbeat(struct node *n, bool ok);
+
+/* ------------------------------------------------------------------------ */
 /* The agent                                                                  */
 /* ------------------------------------------------------------------------ */
 
@@ -277,8 +307,11 @@ struct node_load_figures {
     bool valid;
 };
 
+struct node_metrics; /* metrics.c */
+
 struct node {
     struct node_settings cfg;
+    struct node_metrics *metrics;
     uv_loop_t loop;
     char host[256];              /* from --listen: services listen there */
     char transfer_addr[300];     /* what the destination reports */

@@ -20,6 +20,7 @@ node_dvs_node_SOURCES = \
 	node/mgr.c \
 	node/control.c \
 	node/service.c \
+	node/metrics.c \
 	node/migrate.c
 node_dvs_node_CFLAGS = $(AM_CFLAGS) $(UV_CFLAGS) $(JANSSON_CFLAGS) $(CURL_CFLAGS)
 node_dvs_node_LDADD = node/libnodecore.la api/libapi.la libdvs/libdvs.la common/libcommon.la \

@@ -198,6 +198,7 @@ static void *hb_main(void *arg)
                 log_info(COMP, "node=%s heartbeats resumed after %u failures", n->cfg.id,
                          failures);
             failures = 0;
+            node_metrics_heartbeat(n, true);
             if (st && strcmp(st, "down") == 0) {
                 /* Declared down while we could not reach it: say we are back. */
                 pthread_mutex_lock(&n->mu);
@@ -218,6 +219,7 @@ static void *hb_main(void *arg)
                              r.status, answer_error(&r));
             }
             failures++;
+            node_metrics_heartbeat(n, false);
         }
         api_response_clear(&r);
         int64_t left = n->cfg.heartbeat_interval_ms - (now_mono_ms() - t0);

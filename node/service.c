@@ -576,6 +576,7 @@ static void restart_timer_cb(uv_timer_t *t)
         gen = inst->dir_generation + 1;
     log_info(COMP, "endpoint=%s restarting gen=%" PRIu64 " (crash %u of %" PRId64 " allowed)",
              inst->endpoint, gen, inst->crashes, n->cfg.restart_limit);
+    node_metrics_restart(n);
     inst_start(inst, gen);
 }
 

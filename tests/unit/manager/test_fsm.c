@@ -60,7 +60,7 @@ static void on_change(void *data, unsigned tables, uint64_t index)
 {
     struct fx *f = data;
     f->changes++;
-    f->change_mask = tables;
+    f->change_mask = tables & ~MGR_T_EVENTS; /* the event log changes with almost everything */
     f->change_index = index;
 }
 
@@ -1589,7 +1589,10 @@ static void restore_refuses_other_schemas_and_keeps_the_old_state(void **state)
     json_t *before = mgr_fsm_dump(f->fsm);
     size_t len;
 
-    void *newer = doctor_snapshot(f->fsm, "PRAGMA user_version = 2", &len);
+    char newer_sql[64];
+    snprintf(newer_sql, sizeof(newer_sql), "PRAGMA user_version = %d",
+             MGR_FSM_SCHEMA_VERSION + 1);
+    void *newer = doctor_snapshot(f->fsm, newer_sql, &len);
     assert_int_equal(mgr_fsm_restore(f->fsm, newer, len), -EPROTONOSUPPORT);
     sqlite3_free(newer);
 
@@ -2098,6 +2101,253 @@ static void apply_rate_is_reported(void **state)
     free(bufs);
 }
 
+
+/* ======================================================================
+ * The event log and the counters
+ * ====================================================================== */
+
+/* The events with index > AFTER, checked to be well formed and in order. */
+static json_t *events_after(struct fx *f, uint64_t after)
+{
+    bool more = true;
+    json_t *evs = mgr_fsm_events(f->fsm, after, 100000, &more);
+    assert_non_null(evs);
+    assert_false(more);
+    int64_t last_id = 0, last_index = (int64_t)after;
+    size_t i;
+    json_t *ev;
+    json_array_foreach(evs, i, ev)
+    {
+        assert_true(num(ev, "id") > last_id);
+        assert_true(num(ev, "index") >= last_index);
+        assert_true(num(ev, "index") > (int64_t)after);
+        assert_true(str(ev, "message")[0] != '\0');
+        assert_int_equal(num(ev, "time"), f->now);
+        last_id = num(ev, "id");
+        last_index = num(ev, "index");
+    }
+    return evs;
+}
+
+static void expect_event_types(json_t *evs, const char *const *types)
+{
+    size_t n = 0;
+    for (; types[n]; n++) {
+        json_t *ev = json_array_get(evs, n);
+        if (!ev || strcmp(str(ev, "type"), types[n]) != 0) {
+            print_error("event %zu is %s, expected %s\n", n, ev ? str(ev, "type") : "missing",
+                        types[n]);
+            fail();
+        }
+    }
+    assert_int_equal(json_array_size(evs), n);
+}
+
+static void events_record_directory_node_and_migration_changes_in_order(void **state)
+{
+    struct fx *f = *state;
+    migration_world(f);
+    json_t *evs = events_after(f, 0);
+    static const char *const setup_types[] = {"node.registered", "node.registered",
+                                              "endpoint.created", "endpoint.state", NULL};
+    expect_event_types(evs, setup_types);
+    expect_field_str(json_array_get(evs, 2), "subject", "kv");
+    expect_field_str(json_array_get(evs, 2), "node", "n1");
+    expect_field_str(json_array_get(evs, 3), "from", "pending");
+    expect_field_str(json_array_get(evs, 3), "state", "running");
+    json_decref(evs);
+
+    uint64_t mark = mgr_fsm_index(f->fsm);
+    assert_int_equal(mgr_fsm_table_index(f->fsm, MGR_T_EVENTS), mark);
+    OK(f, MGR_CMD_MIGRATION_CREATE,
+       "{'endpoint':'kv','destination':'n2','reason':'overload','explanation':'n1 at 95%%'}");
+    OK(f, MGR_CMD_MIGRATION_UPDATE, "{'id':1,'phase':'precopy','bytes':10,'rounds':1}");
+    /* Progress within a phase is not an event. */
+    OK(f, MGR_CMD_MIGRATION_UPDATE, "{'id':1,'phase':'precopy','bytes':20,'rounds':2}");
+    OK(f, MGR_CMD_MIGRATION_UPDATE, "{'id':1,'phase':'frozen'}");
+    OK(f, MGR_CMD_MIGRATION_UPDATE,
+       "{'id':1,'phase':'committed','downtime_ms':7,'address':'10.0.0.2:9001'}");
+    OK(f, MGR_CMD_NODE_STATE, "{'id':'n1','state':'draining','reason':'maintenance'}");
+    OK(f, MGR_CMD_ENDPOINT_DELETE, "{'name':'kv'}");
+    /* A failed command leaves no event. */
+    FAILS(f, DVS_ENOTFOUND, "name", MGR_CMD_ENDPOINT_DELETE, "{'name':'kv'}");
+
+    evs = events_after(f, mark);
+    static const char *const types[] = {
+        "migration.planned", "migration.precopy", "migration.frozen", "migration.committed",
+        "endpoint.moved",    "node.state",        "endpoint.deleted", NULL};
+    expect_event_types(evs, types);
+    json_t *planned = json_array_get(evs, 0);
+    expect_field_str(planned, "subject", "kv");
+    expect_field_str(planned, "reason", "overload");
+    expect_field_str(planned, "explanation", "n1 at 95%");
+    assert_int_equal(num(planned, "migration"), 1);
+    assert_int_equal(num(planned, "index"), (int64_t)mark + 1);
+    json_t *committed = json_array_get(evs, 3);
+    expect_field_str(committed, "from", "frozen");
+    assert_int_equal(num(committed, "downtime_ms"), 7);
+    /* The commit and the move it makes share one index. */
+    assert_int_equal(num(committed, "index"), num(json_array_get(evs, 4), "index"));
+    expect_field_str(json_array_get(evs, 4), "node", "n2");
+    assert_int_equal(num(json_array_get(evs, 4), "generation"), 1);
+    expect_field_str(json_array_get(evs, 5), "reason", "maintenance");
+    expect_field_str(json_array_get(evs, 5), "from", "up");
+    json_decref(evs);
+    assert_int_equal(mgr_fsm_table_index(f->fsm, MGR_T_EVENTS), mgr_fsm_index(f->fsm) - 1);
+}
+
+static void events_are_pruned_to_the_retention_set_through_the_log(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(mgr_fsm_events_retention(f->fsm), MGR_FSM_EVENTS_RETENTION_DEFAULT);
+    bool pruned = true;
+    assert_int_equal(mgr_fsm_events_oldest(f->fsm, &pruned), 0);
+    assert_false(pruned);
+    FAILS(f, DVS_EBADREQUEST, "events_retention", MGR_CMD_SETTINGS, "{'events_retention':0}");
+    FAILS(f, DVS_EBADREQUEST, "events_retention", MGR_CMD_SETTINGS,
+          "{'events_retention':%d}", MGR_FSM_EVENTS_RETENTION_MAX + 1);
+    FAILS(f, DVS_EBADREQUEST, NULL, MGR_CMD_SETTINGS, "{'colour':'red'}");
+
+    for (int i = 0; i < 6; i++)
+        add_node(f, (const char *[]){"a", "b", "c", "d", "e", "f"}[i], 1, GiB);
+    assert_int_equal(count_rows(f->fsm, "events"), 6);
+    OK(f, MGR_CMD_SETTINGS, "{'events_retention':4}");
+    assert_int_equal(num(f->res.object, "events_retention"), 4);
+    assert_int_equal(mgr_fsm_events_retention(f->fsm), 4);
+    json_t *evs = events_after(f, 0);
+    assert_int_equal(json_array_size(evs), 4);
+    expect_field_str(json_array_get(evs, 0), "subject", "c");
+    pruned = false;
+    assert_int_equal(mgr_fsm_events_oldest(f->fsm, &pruned),
+                     num(json_array_get(evs, 0), "index"));
+    assert_true(pruned);
+    json_decref(evs);
+
+    add_node(f, "g", 1, GiB);
+    evs = events_after(f, 0);
+    assert_int_equal(json_array_size(evs), 4);
+    expect_field_str(json_array_get(evs, 0), "subject", "d");
+    expect_field_str(json_array_get(evs, 3), "subject", "g");
+    json_decref(evs);
+}
+
+static void events_pages_never_split_the_events_of_one_index(void **state)
+{
+    struct fx *f = *state;
+    migration_world(f); /* 4 events, indexes 1..4 */
+    OK(f, MGR_CMD_MIGRATION_CREATE, "{'endpoint':'kv','destination':'n2','reason':'manual'}");
+    OK(f, MGR_CMD_MIGRATION_UPDATE, "{'id':1,'phase':'frozen'}");
+    OK(f, MGR_CMD_MIGRATION_UPDATE, "{'id':1,'phase':'committed'}"); /* 2 events */
+    add_node(f, "n3", 1, GiB);
+
+    bool more = false;
+    json_t *page = mgr_fsm_events(f->fsm, 0, 7, &more);
+    /* The 7th event is the commit; the move at the same index comes along. */
+    assert_int_equal(json_array_size(page), 8);
+    assert_true(more);
+    int64_t last = num(json_array_get(page, 7), "index");
+    json_decref(page);
+    page = mgr_fsm_events(f->fsm, (uint64_t)last, 7, &more);
+    assert_int_equal(json_array_size(page), 1);
+    expect_field_str(json_array_get(page, 0), "subject", "n3");
+    assert_false(more);
+    json_decref(page);
+    page = mgr_fsm_events(f->fsm, mgr_fsm_index(f->fsm), 7, &more);
+    assert_int_equal(json_array_size(page), 0);
+    assert_false(more);
+    json_decref(page);
+}
+
+static int64_t stat(json_t *stats, const char *key)
+{
+    json_t *v = json_object_get(stats, key);
+    return v ? json_integer_value(v) : 0;
+}
+
+static void migration_outcomes_and_histograms_are_counted_once_when_final(void **state)
+{
+    struct fx *f = *state;
+    migration_world(f);
+    int64_t t0 = f->now;
+    OK(f, MGR_CMD_MIGRATION_CREATE, "{'endpoint':'kv','destination':'n2','reason':'manual'}");
+    OK(f, MGR_CMD_MIGRATION_UPDATE, "{'id':1,'phase':'frozen'}");
+    f->now = t0 + 300;
+    OK(f, MGR_CMD_MIGRATION_UPDATE, "{'id':1,'phase':'committed','downtime_ms':20}");
+    /* A late duplicate report is refused and counts nothing. */
+    FAILS(f, DVS_ECONFLICT, "phase", MGR_CMD_MIGRATION_UPDATE,
+          "{'id':1,'phase':'committed','downtime_ms':20}");
+    OK(f, MGR_CMD_MIGRATION_CREATE, "{'endpoint':'kv','destination':'n1','reason':'energy'}");
+    f->now = t0 + 5000;
+    OK(f, MGR_CMD_MIGRATION_UPDATE, "{'id':2,'phase':'aborted','error':'source died'}");
+
+    json_t *st = mgr_fsm_stats(f->fsm);
+    assert_non_null(st);
+    assert_int_equal(stat(st, "migrations_total|manual/committed"), 1);
+    assert_int_equal(stat(st, "migrations_total|energy/aborted"), 1);
+    assert_int_equal(stat(st, "migrations_total|manual/aborted"), 0);
+    /* Downtime 20 ms: not in the 10 ms bucket, in the 25 ms one and above. */
+    assert_int_equal(stat(st, "downtime_bucket|10"), 0);
+    assert_int_equal(stat(st, "downtime_bucket|25"), 1);
+    assert_int_equal(stat(st, "downtime_bucket|10000"), 1);
+    assert_int_equal(stat(st, "downtime_count|"), 1);
+    assert_int_equal(stat(st, "downtime_sum_ms|"), 20);
+    assert_int_equal(stat(st, "duration_bucket|committed/250"), 0);
+    assert_int_equal(stat(st, "duration_bucket|committed/500"), 1);
+    assert_int_equal(stat(st, "duration_count|committed"), 1);
+    assert_int_equal(stat(st, "duration_sum_ms|committed"), 300);
+    assert_int_equal(stat(st, "duration_bucket|aborted/2500"), 0);
+    assert_int_equal(stat(st, "duration_bucket|aborted/5000"), 1); /* 4700 ms after its start */
+    json_decref(st);
+
+    /* A deleted endpoint's migration is counted as aborted too. */
+    OK(f, MGR_CMD_MIGRATION_CREATE, "{'endpoint':'kv','destination':'n1','reason':'manual'}");
+    OK(f, MGR_CMD_ENDPOINT_DELETE, "{'name':'kv'}");
+    st = mgr_fsm_stats(f->fsm);
+    assert_int_equal(stat(st, "migrations_total|manual/aborted"), 1);
+    assert_int_equal(stat(st, "duration_count|aborted"), 2);
+    json_decref(st);
+}
+
+static void restore_upgrades_a_version_1_snapshot(void **state)
+{
+    struct fx *f = *state;
+    populate(f);
+    size_t len;
+    void *v1 = doctor_snapshot(f->fsm,
+                               "DROP TABLE events; DROP TABLE stats; DELETE FROM meta WHERE key "
+                               "IN ('index_events', 'next_event_id', 'events_retention'); "
+                               "PRAGMA user_version = 1",
+                               &len);
+    struct fx *g = NULL;
+    assert_int_equal(setup((void **)&g), 0);
+    assert_int_equal(mgr_fsm_restore(g->fsm, v1, len), 0);
+    sqlite3_free(v1);
+    assert_int_equal(mgr_fsm_index(g->fsm), mgr_fsm_index(f->fsm));
+    assert_int_equal(count_rows(g->fsm, "events"), 0);
+    assert_int_equal(mgr_fsm_events_retention(g->fsm), MGR_FSM_EVENTS_RETENTION_DEFAULT);
+    json_t *endpoints = mgr_fsm_endpoints(g->fsm);
+    assert_int_equal(json_array_size(endpoints), 2);
+    json_decref(endpoints);
+    /* It carries on, with events (new request ids: the old ones are remembered). */
+    g->now = f->now;
+    g->next_rid = f->next_rid;
+    OK(g, MGR_CMD_ENDPOINT_CREATE, "{'name':'after','command':'x'}");
+    json_t *evs = mgr_fsm_events(g->fsm, 0, 10, NULL);
+    assert_int_equal(json_array_size(evs), 1);
+    expect_field_str(json_array_get(evs, 0), "type", "endpoint.created");
+    assert_int_equal(num(json_array_get(evs, 0), "id"), 1);
+    json_decref(evs);
+
+    /* A version 1 database that lacks more than the new parts is refused. */
+    v1 = doctor_snapshot(f->fsm,
+                         "DROP TABLE events; DROP TABLE stats; DROP TABLE requests; "
+                         "PRAGMA user_version = 1",
+                         &len);
+    assert_int_equal(mgr_fsm_restore(g->fsm, v1, len), DVS_EPROTO);
+    sqlite3_free(v1);
+    teardown((void **)&g);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(void)
@@ -2173,6 +2423,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(out_of_memory_in_restore_keeps_the_old_state,
                                         fault_setup, fault_teardown),
         T(apply_rate_is_reported),
+        T(events_record_directory_node_and_migration_changes_in_order),
+        T(events_are_pruned_to_the_retention_set_through_the_log),
+        T(events_pages_never_split_the_events_of_one_index),
+        T(migration_outcomes_and_histograms_are_counted_once_when_final),
+        T(restore_upgrades_a_version_1_snapshot),
     };
     return cmocka_run_group_tests_name("manager/fsm", tests, NULL, NULL);
 }
