@@ -2,7 +2,8 @@
 noinst_LTLIBRARIES += api/libapi.la
 api_libapi_la_SOURCES = \
 	api/http.c api/http.h \
-	api/client.c api/client.h
+	api/client.c api/client.h \
+	api/auth.c api/auth.h
 api_libapi_la_CFLAGS = $(AM_CFLAGS) $(MHD_CFLAGS) $(UV_CFLAGS) $(JANSSON_CFLAGS) $(CURL_CFLAGS)
 api_libapi_la_LIBADD = $(MHD_LIBS) $(UV_LIBS) $(JANSSON_LIBS) $(CURL_LIBS)
 
