@@ -33,6 +33,7 @@
 #include <sys/types.h>
 #include <uv.h>
 
+#include "api/auth.h"
 #include "dvs.h"
 #include "node/ctlmsg.h"
 #include "node/load.h"
@@ -75,6 +76,8 @@ struct node_settings {
     int64_t restart_window_ms;
     bool stop_services_on_exit;
     int log_level;
+    char *token_file; /* --token-file: the agent token (docs/security.md) */
+    char *ca_file;    /* --ca-file (else $DVS_CA_FILE): CA of https:// managers */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -271,6 +274,7 @@ struct node_load_figures {
 
 struct node {
     struct node_settings cfg;
+    char mgr_token[API_TOKEN_MAX + 1]; /* from --token-file, or "" (read-only after start) */
     uv_loop_t loop;
     char host[256];              /* from --listen: services listen there */
     char transfer_addr[300];     /* what the destination reports */
