@@ -1162,9 +1162,11 @@ int mgr_serve_main(int argc, char **argv)
              m->cfg.raft_addr, m->http_base, m->cfg.data_dir,
              restart ? "restart" : (m->cfg.join ? "joining" : "bootstrap"),
              m->tls_cert_pem ? "on" : "off",
-             api_tokens_enabled(&m->tokens)
-                 ? (m->tokens.read[0] ? "management,read" : "management")
-                 : "none (open API)");
+             !api_tokens_enabled(&m->tokens) ? "none (open API)"
+             : m->tokens.read[0] && m->tokens.agent[0] ? "management,read,agent"
+             : m->tokens.read[0]                       ? "management,read"
+             : m->tokens.agent[0]                      ? "management,agent"
+                                                       : "management");
     uv_run(&m->loop, UV_RUN_DEFAULT);
     code = m->exit_code;
     goto out_fsm_only;
