@@ -1056,7 +1056,7 @@ int api_server_start(uv_loop_t *loop, const struct api_server_config *cfg,
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    /* TLS (GnuTLS inside MHD) takes the PEM text itself: MHD copies it. */
+    /* TLS (GnuTLS inside MHD) takes the PEM text itself (kept by the caller). */
     struct MHD_OptionItem tls[3] = {{MHD_OPTION_END, 0, NULL}};
     if (cfg->tls_cert_pem && cfg->tls_key_pem) {
         flags |= MHD_USE_TLS;

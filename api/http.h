@@ -62,7 +62,8 @@ struct api_server_config {
     const struct api_tokens *tokens;
 
     /* TLS (HTTPS) when both are set: PEM text of the certificate chain and
-     * of its private key (borrowed; copied by MHD at start). */
+     * of its private key (borrowed: libmicrohttpd does not say whether it
+     * keeps the pointers, so they must outlive the server). */
     const char *tls_cert_pem;
     const char *tls_key_pem;
 };
