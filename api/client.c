@@ -34,9 +34,11 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
+#include "api/auth.h"
 #include "api/client.h"
 #include "common/util.h"
 #include "dvs.h"
@@ -52,10 +54,12 @@
 struct api_client {
     CURL *curl;
     char urls[MAX_URLS][URL_MAX];
-    char what[MAX_URLS][CURL_ERROR_SIZE + 64]; /* last outcome per URL for ERR; "" if untried */
+    char what[MAX_URLS][CURL_ERROR_SIZE + 192]; /* last outcome per URL for ERR; "" if untried */
     size_t nurls;
     size_t good; /* the URL that answered last */
     char curl_err[CURL_ERROR_SIZE];
+    char auth_header[API_TOKEN_MAX + 32]; /* "Authorization: Bearer ..." or "" */
+    char *ca_file;                        /* NULL: the system store */
 };
 
 /* How one attempt on one URL ended. */
@@ -185,7 +189,82 @@ void api_client_destroy(struct api_client *c)
     if (!c)
         return;
     curl_easy_cleanup(c->curl);
+    explicit_bzero(c->auth_header, sizeof(c->auth_header));
+    free(c->ca_file);
     free(c);
+}
+
+int api_client_set_token(struct api_client *c, const char *token)
+{
+    if (!token || !*token) {
+        c->auth_header[0] = '\0';
+        return 0;
+    }
+    char hdr[API_TOKEN_MAX + 32], parsed[API_TOKEN_MAX + 1];
+    snprintf(hdr, sizeof(hdr), "Bearer %.*s", API_TOKEN_MAX + 1, token);
+    if (strlen(token) > API_TOKEN_MAX || api_bearer_parse(hdr, parsed, sizeof(parsed)) != 0)
+        return -EINVAL;
+    snprintf(c->auth_header, sizeof(c->auth_header), "Authorization: Bearer %s", token);
+    explicit_bzero(hdr, sizeof(hdr));
+    explicit_bzero(parsed, sizeof(parsed));
+    return 0;
+}
+
+int api_client_set_ca_file(struct api_client *c, const char *ca_file)
+{
+    if (!ca_file || !*ca_file) {
+        free(c->ca_file);
+        c->ca_file = NULL;
+        return 0;
+    }
+    if (access(ca_file, R_OK) != 0)
+        return -errno;
+    char *copy = strdup(ca_file);
+    if (!copy)
+        return -ENOMEM;
+    free(c->ca_file);
+    c->ca_file = copy;
+    return 0;
+}
+
+int api_client_setup_auth(struct api_client *c, const char *token_file, const char *ca_file,
+                          char *err, size_t errlen)
+{
+    char token[API_TOKEN_MAX + 1] = "";
+    int rv;
+    if (token_file && *token_file) {
+        rv = api_token_load(token_file, token, NULL, err, errlen);
+        if (rv)
+            return rv;
+    } else {
+        const char *env = getenv("DVS_TOKEN");
+        if (env && *env) {
+            if (api_client_set_token(c, env) != 0) {
+                snprintf(err, errlen,
+                         "$DVS_TOKEN is not a valid token (1-%d characters of A-Z a-z 0-9 "
+                         "- . _ ~ + /)",
+                         API_TOKEN_MAX);
+                return -EINVAL;
+            }
+        }
+    }
+    if (token[0] && api_client_set_token(c, token) != 0) {
+        snprintf(err, errlen, "the token in %s is not valid", token_file);
+        rv = -EINVAL;
+        goto out;
+    }
+    const char *source = "--ca-file";
+    if (!ca_file || !*ca_file) {
+        ca_file = getenv("DVS_CA_FILE");
+        source = "$DVS_CA_FILE";
+    }
+    rv = api_client_set_ca_file(c, ca_file);
+    if (rv)
+        snprintf(err, errlen, "cannot read the CA file %s (%s): %s", ca_file, source,
+                 strerror(-rv));
+out:
+    explicit_bzero(token, sizeof(token));
+    return rv;
 }
 
 void api_response_clear(struct api_response *r)
@@ -265,6 +344,14 @@ static void describe_failure(struct api_client *c, size_t idx, CURLcode cc, char
         out[n] = (char)tolower((unsigned char)out[n]); /* "connection refused" */
     } else if (cc == CURLE_COULDNT_RESOLVE_HOST) {
         snprintf(out + n, outlen - n, "host not found");
+    } else if (cc == CURLE_PEER_FAILED_VERIFICATION || cc == CURLE_SSL_CACERT_BADFILE) {
+        snprintf(out + n, outlen - n,
+                 "TLS certificate not trusted (%s); give the CA that signed it with "
+                 "--ca-file or $DVS_CA_FILE",
+                 c->curl_err[0] ? c->curl_err : curl_easy_strerror(cc));
+    } else if (cc == CURLE_SSL_CONNECT_ERROR) {
+        snprintf(out + n, outlen - n, "TLS handshake failed (%s); is it an https:// member?",
+                 c->curl_err[0] ? c->curl_err : curl_easy_strerror(cc));
     } else {
         snprintf(out + n, outlen - n, "%s",
                  c->curl_err[0] ? c->curl_err : curl_easy_strerror(cc));
@@ -312,13 +399,26 @@ static enum attempt attempt(struct api_client *c, size_t idx, const char *method
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)left);
     curl_easy_setopt(h, CURLOPT_USERAGENT, "dvs");
+    /* Certificates and host names are always checked (the defaults, made
+     * explicit); the CA is ours when one was given. */
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (c->ca_file)
+        curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
+    /* The token goes along a 307 to the leader: libcurl would drop it on a
+     * hop to another host:port. Redirects come from members, which share it. */
+    if (c->auth_header[0])
+        curl_easy_setopt(h, CURLOPT_UNRESTRICTED_AUTH, 1L);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
 
     /* "Expect:" turns off 100-continue: no extra round trip before a body. */
     const char *hv[] = {"Accept: application/json", "Expect:",
+                        c->auth_header[0] ? c->auth_header : NULL,
                         payload ? "Content-Type: application/json" : NULL};
-    for (size_t i = 0; i < sizeof(hv) / sizeof(hv[0]) && hv[i]; i++) {
+    for (size_t i = 0; i < sizeof(hv) / sizeof(hv[0]); i++) {
+        if (!hv[i])
+            continue;
         tmp = curl_slist_append(hdrs, hv[i]);
         if (!tmp) {
             res = ATT_NOMEM;

@@ -36,6 +36,32 @@ int api_client_create(const char *urls, struct api_client **ret_client, char *er
 void api_client_destroy(struct api_client *c); /* accepts NULL */
 
 /*
+ * Send TOKEN (copied; NULL or "" for none) as "Authorization: Bearer TOKEN"
+ * with every request, including on the hops of a 307 to another member (the
+ * members of one cluster share their tokens). Returns 0 or -EINVAL (a token
+ * api/auth.h would not accept; nothing changes).
+ */
+int api_client_set_token(struct api_client *c, const char *token);
+
+/*
+ * Verify https:// members against the CA certificates in the PEM file
+ * CA_FILE (copied path; NULL = the system's CA store). Certificates are
+ * always verified, names included; a member whose certificate does not
+ * verify counts as unreachable, and ERR says so ("TLS certificate of
+ * https://...: ..."). Returns 0, or -errno when CA_FILE cannot be read.
+ */
+int api_client_set_ca_file(struct api_client *c, const char *ca_file);
+
+/*
+ * Both of the above from the environment unless given: TOKEN, else the
+ * contents of $DVS_TOKEN; CA_FILE, else $DVS_CA_FILE. TOKEN_FILE (when not
+ * NULL) is read with api_token_load() and wins over both. Returns 0, or
+ * -EINVAL / -errno with a message naming the source in ERR.
+ */
+int api_client_setup_auth(struct api_client *c, const char *token_file, const char *ca_file,
+                          char *err, size_t errlen);
+
+/*
  * Send METHOD PATH (with query) and BODY (borrowed; NULL for none). Waits at
  * most TIMEOUT_MS in all (retries included). Returns 0 when an HTTP answer
  * was received (whatever its status: look at ret->status), or

@@ -148,6 +148,7 @@ struct api_server {
     uv_timer_t timer; /* MHD_get_timeout(), and "run MHD soon" */
     const struct api_route *routes;
     void *data;
+    const struct api_tokens *tokens; /* NULL: open */
     size_t max_body;
     uint16_t port;
 
@@ -603,6 +604,70 @@ static enum MHD_Result req_queue(struct api_req *req)
     return rv;
 }
 
+/*
+ * The access a request needs: that of the route it will reach, or by method
+ * when no route matches (its 404 or 405 then waits for a valid token, so that
+ * an anonymous client learns nothing about the routes).
+ */
+static enum api_access route_access(const struct api_server *s, const struct api_req *req)
+{
+    for (const struct api_route *r = s->routes; r->method; r++)
+        if (strcmp(r->method, req->method) == 0 && route_match(r->pattern, req->path))
+            return r->access;
+    return API_ACCESS_DEFAULT;
+}
+
+/*
+ * Check the Authorization header against the route (auth.h). Returns true
+ * when the request may go on; else replies 401 or 403 and returns false.
+ * Runs before the body is read: a refused body is never stored.
+ */
+static bool req_authorize(struct api_req *req)
+{
+    struct api_server *s = req->s;
+    if (!api_tokens_enabled(s->tokens))
+        return true;
+    const char *role;
+    const char *hdr = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND,
+                                                  MHD_HTTP_HEADER_AUTHORIZATION);
+    enum api_access access = route_access(s, req);
+    switch (api_authorize(s->tokens, req->method, access, hdr, &role)) {
+    case API_AUTH_OK:
+        return true;
+    case API_AUTH_MISSING:
+        api_req_add_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"dvs\"");
+        api_reply_error(req, 401, "unauthorized", NULL,
+                        "%s %s needs a token: send \"Authorization: Bearer TOKEN\" (the "
+                        "CLI: --token-file FILE or $DVS_TOKEN)",
+                        req->method, req->path);
+        break;
+    case API_AUTH_MALFORMED:
+        api_req_add_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                           "Bearer realm=\"dvs\", error=\"invalid_request\"");
+        api_reply_error(req, 401, "unauthorized", NULL,
+                        "malformed Authorization header: expected \"Bearer TOKEN\" with a "
+                        "non-empty token of A-Z a-z 0-9 - . _ ~ + /");
+        break;
+    case API_AUTH_WRONG:
+        api_req_add_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                           "Bearer realm=\"dvs\", error=\"invalid_token\"");
+        api_reply_error(req, 403, "forbidden", NULL,
+                        "the token is not valid for this manager");
+        break;
+    case API_AUTH_DENIED:
+        api_req_add_header(req, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                           "Bearer realm=\"dvs\", error=\"insufficient_scope\"");
+        api_reply_error(req, 403, "forbidden", NULL,
+                        "the %s token may not %s %s; it needs the %s token", role,
+                        req->method, req->path,
+                        access == API_ACCESS_AGENT ? "agent or management" : "management");
+        break;
+    }
+    log_info(COMP, "refused %s %s from %s: %u (role=%s)", req->method, req->path, req->peer,
+             req->status, role);
+    return false;
+}
+
 /* First call: the headers are in. Refuse early what need not be read. */
 static enum MHD_Result req_begin(struct api_req *req, struct MHD_Connection *conn,
                                  const char *method)
@@ -614,6 +679,10 @@ static enum MHD_Result req_begin(struct api_req *req, struct MHD_Connection *con
 
     if (s->stopping) {
         api_reply_err(req, DVS_ESHUTDOWN, NULL, NULL);
+        return req_queue(req);
+    }
+    if (!req_authorize(req)) {
+        req->too_large = true; /* throw away whatever body follows */
         return req_queue(req);
     }
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
@@ -957,6 +1026,10 @@ int api_server_start(uv_loop_t *loop, const struct api_server_config *cfg,
     int fd = -1, mhd_fd, rv;
     uint16_t port = 0;
 
+    if ((cfg->tls_cert_pem != NULL) != (cfg->tls_key_pem != NULL))
+        return -EINVAL;
+    if (cfg->tls_cert_pem && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+        return -ENOTSUP;
     rv = resolve_host(cfg->host, cfg->port, &ss, &sslen);
     if (rv)
         return rv;
@@ -978,10 +1051,19 @@ int api_server_start(uv_loop_t *loop, const struct api_server_config *cfg,
     s->data = data;
     s->port = port;
     s->max_body = cfg->max_body ? cfg->max_body : DEFAULT_MAX_BODY;
+    s->tokens = cfg->tokens;
 
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    /* TLS (GnuTLS inside MHD) takes the PEM text itself (kept by the caller). */
+    struct MHD_OptionItem tls[3] = {{MHD_OPTION_END, 0, NULL}};
+    if (cfg->tls_cert_pem && cfg->tls_key_pem) {
+        flags |= MHD_USE_TLS;
+        tls[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)cfg->tls_cert_pem};
+        tls[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)cfg->tls_key_pem};
+        tls[2] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    }
     s->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, on_access, s,
         /* The logger goes first, or MHD may print to stderr during start-up. */
@@ -993,9 +1075,11 @@ int api_server_start(uv_loop_t *loop, const struct api_server_config *cfg,
         (unsigned)(cfg->conn_timeout_s ? cfg->conn_timeout_s : DEFAULT_CONN_TIMEOUT_S),
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_ARRAY, tls,
         MHD_OPTION_END);
     if (!s->mhd) {
-        rv = -EIO;
+        /* With TLS, MHD says why only through the logger (at debug). */
+        rv = (flags & MHD_USE_TLS) ? -EPROTO : -EIO;
         goto err_free;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_EPOLL_FD);

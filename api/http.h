@@ -21,6 +21,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "api/auth.h"
+
 struct api_server;
 struct api_req;
 
@@ -32,11 +34,20 @@ typedef void (*api_close_fn)(struct api_req *req, void *data);
  * segment matches one non-empty path segment and is available through
  * api_req_param(). The table ends with a NULL method. A path that matches a
  * pattern with another method gets 405; no pattern at all, 404.
+ *
+ * ACCESS says which token the route needs when the server has tokens
+ * (api/auth.h); left out (0) it goes by the method: GET and HEAD read,
+ * anything else manages. The check runs as soon as the headers are in,
+ * before the body is read and before the handler: a refused request gets
+ * 401 {"code":"unauthorized"} (no or malformed Authorization header, with
+ * WWW-Authenticate: Bearer) or 403 {"code":"forbidden"} (a wrong token, or
+ * one whose role may not use the route).
  */
 struct api_route {
     const char *method;
     const char *pattern;
     api_handler_fn fn;
+    enum api_access access;
 };
 
 struct api_server_config {
@@ -45,12 +56,24 @@ struct api_server_config {
     size_t max_body;    /* bodies over this get 413; default 64 KiB when 0 */
     unsigned max_connections; /* default 1024 when 0 */
     unsigned conn_timeout_s;  /* idle connection timeout; default 60 when 0 */
+
+    /* Bearer tokens (borrowed; must outlive the server). NULL or none set:
+     * every route is open. */
+    const struct api_tokens *tokens;
+
+    /* TLS (HTTPS) when both are set: PEM text of the certificate chain and
+     * of its private key (borrowed: libmicrohttpd does not say whether it
+     * keeps the pointers, so they must outlive the server). */
+    const char *tls_cert_pem;
+    const char *tls_key_pem;
 };
 
 /*
  * Start serving on LOOP. ROUTES and DATA are borrowed and must outlive the
  * server; DATA is passed to every handler. Returns 0, -EADDRINUSE, -EINVAL
- * (bad host), or another negative errno.
+ * (bad host), -ENOTSUP (TLS asked for but libmicrohttpd was built without
+ * it), -EPROTO (MHD refused to start: with TLS, a certificate or key it
+ * cannot use), or another negative errno.
  */
 int api_server_start(uv_loop_t *loop, const struct api_server_config *cfg,
                      const struct api_route *routes, void *data,

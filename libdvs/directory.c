@@ -39,6 +39,10 @@ struct dvs__dir {
     uint64_t clock;
     dvs_log_fn log;
     void *log_data;
+    /* docs/security.md: "Authorization: Bearer $DVS_TOKEN" and $DVS_CA_FILE,
+     * read once at creation. */
+    char auth_header[320];
+    char *ca_file;
 };
 
 __attribute__((format(printf, 3, 4))) static void dlog(const struct dvs__dir *d, int level,
@@ -121,6 +125,23 @@ int dvs__dir_create(const char *managers, dvs_log_fn log, void *log_data,
         rv = -EINVAL;
         goto err;
     }
+    const char *token = getenv("DVS_TOKEN");
+    if (token != NULL && *token != '\0') {
+        /* A header must not smuggle a second line in. */
+        size_t n = strlen(token);
+        if (n > 256 || strcspn(token, " \t\r\n") != n) {
+            dlog(d, DVS_LOG_ERROR, "DVS_TOKEN is not a valid token (1-256 characters, no "
+                                   "spaces or line breaks)");
+            rv = -EINVAL;
+            goto err;
+        }
+        snprintf(d->auth_header, sizeof d->auth_header, "Authorization: Bearer %s", token);
+    }
+    const char *ca = getenv("DVS_CA_FILE");
+    if (ca != NULL && *ca != '\0' && (d->ca_file = strdup(ca)) == NULL) {
+        rv = -ENOMEM;
+        goto err;
+    }
     *ret_dir = d;
     return 0;
 
@@ -135,6 +156,8 @@ void dvs__dir_destroy(struct dvs__dir *d)
         return;
     for (unsigned i = 0; i < d->n_urls; i++)
         free(d->urls[i]);
+    free(d->ca_file);
+    explicit_bzero(d->auth_header, sizeof d->auth_header);
     pthread_mutex_destroy(&d->lock);
     free(d);
 }
@@ -291,20 +314,46 @@ static int get_one(struct dvs__dir *d, const char *base, const char *name, uint6
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, b);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (d->ca_file != NULL)
+        curl_easy_setopt(h, CURLOPT_CAINFO, d->ca_file);
+    struct curl_slist *hdrs = NULL;
+    if (d->auth_header[0] != '\0') {
+        hdrs = curl_slist_append(NULL, d->auth_header);
+        if (hdrs == NULL) {
+            curl_easy_cleanup(h);
+            return -ENOMEM;
+        }
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+        /* Kept on a redirect to the leader: members share their tokens. */
+        curl_easy_setopt(h, CURLOPT_UNRESTRICTED_AUTH, 1L);
+    }
     CURLcode cc = curl_easy_perform(h);
     long status = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(h);
+    curl_slist_free_all(hdrs);
 
     if (cc != CURLE_OK) {
-        dlog(d, DVS_LOG_DEBUG, "directory %s: %s", url,
-             b->too_big ? "answer too large" : curl_easy_strerror(cc));
+        bool tls = cc == CURLE_PEER_FAILED_VERIFICATION || cc == CURLE_SSL_CACERT_BADFILE ||
+                   cc == CURLE_SSL_CONNECT_ERROR;
+        dlog(d, tls ? DVS_LOG_WARN : DVS_LOG_DEBUG, "directory %s: %s%s", url,
+             b->too_big ? "answer too large" : curl_easy_strerror(cc),
+             tls ? " (set DVS_CA_FILE to the CA that signed the manager's certificate)" : "");
         if (cc == CURLE_OPERATION_TIMEDOUT && dvs__now_ms() >= deadline)
             return DVS_ETIMEOUT;
         return -EAGAIN;
     }
     if (status == 404)
         return DVS_ENOTFOUND;
+    if (status == 401 || status == 403) {
+        dlog(d, DVS_LOG_WARN,
+             "directory %s: HTTP %ld: the manager wants a token (set DVS_TOKEN to its read "
+             "token)",
+             url, status);
+        return -EACCES;
+    }
     if (status != 200) {
         dlog(d, DVS_LOG_DEBUG, "directory %s: HTTP %ld", url, status);
         return -EAGAIN; /* 503 no leader, 500...: another member may do */

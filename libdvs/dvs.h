@@ -408,7 +408,10 @@ DVS_API void dvs_client_options_init(struct dvs_client_options *opts);
  * Create a client. managers: one or more manager base URLs separated by
  * commas ("http://10.0.0.1:7001,http://10.0.0.2:7001"); NULL means the
  * DVS_MANAGER environment variable, else http://127.0.0.1:7001. The string
- * and opts (NULL: defaults) are copied. A random 128-bit client id is drawn
+ * and opts (NULL: defaults) are copied. When the managers require a read
+ * token, the client sends $DVS_TOKEN ("Authorization: Bearer"); https://
+ * managers are verified against $DVS_CA_FILE (PEM) or the system's CAs
+ * (docs/security.md). Both are read here, once. A random 128-bit client id is drawn
  * from getrandom(2).
  *
  * Returns 0 and *ret_client, or -EINVAL (no or malformed URL), -ENOMEM, or
@@ -436,6 +439,7 @@ DVS_API void dvs_client_destroy(dvs_client *client);
  *                      its reply (its reply cache overflowed);
  *   DVS_ENOTFOUND      the directory has no such endpoint;
  *   DVS_EUNAVAILABLE   no manager could be reached before the deadline;
+ *   -EACCES            the manager refused $DVS_TOKEN (or its absence);
  *   DVS_ETOOBIG        the request is larger than DVS_MAX_PAYLOAD;
  *   DVS_EPROTO         a peer broke the protocol;
  *   -EINVAL            bad arguments (endpoint name, timeout);

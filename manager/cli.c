@@ -44,6 +44,8 @@ static const struct cli_cmd cli_root = {
 
 struct cli_globals {
     char *manager;
+    char *token_file;
+    char *ca_file;
     bool json;
     int64_t timeout_ms;
     bool help;
@@ -56,6 +58,12 @@ static const struct opt_def cli_global_opts[] = {
     {"manager", OPT_STRING, NULL, 0, 0, GOFF(manager), "URL[,URL]",
      "members to ask (default: $DVS_MANAGER, else " CLI_DEFAULT_MANAGER ")", false,
      true},
+    {"token-file", OPT_STRING, NULL, 0, 0, GOFF(token_file), "FILE",
+     "send the token in FILE (default: $DVS_TOKEN; see docs/security.md)", false, true},
+    {"ca-file", OPT_STRING, NULL, 0, 0, GOFF(ca_file), "FILE",
+     "verify https:// members against these PEM CA certificates (default: $DVS_CA_FILE, "
+     "else the system's)",
+     false, true},
     {"json", OPT_BOOL, NULL, 0, 0, GOFF(json), NULL,
      "print the manager's JSON (indented), not tables", false, true},
     {"timeout", OPT_DURATION, "10s", 100, 600000, GOFF(timeout_ms), "DURATION",
@@ -246,6 +254,14 @@ static int cli_report_http_error(const struct api_response *r)
 
     if (msg && *msg) {
         cli_error("%s", msg);
+        if (r->status == 401)
+            fprintf(stderr, "%s: this manager needs a token: give --token-file FILE or set "
+                            "DVS_TOKEN\n",
+                    CLI_PROG);
+        else if (r->status == 403)
+            fprintf(stderr, "%s: the token given is refused for this request (is it the "
+                            "management token?)\n",
+                    CLI_PROG);
     } else {
         /* No JSON error: show the start of whatever came back. */
         char snippet[160] = "";
@@ -618,7 +634,8 @@ static void cli_help_exit_codes(FILE *out)
 static void cli_help_root(FILE *out)
 {
     fprintf(out,
-            "Usage: %s [--manager URL[,URL]] [--json] [--timeout DURATION] COMMAND [ARGS]\n"
+            "Usage: %s [--manager URL[,URL]] [--token-file FILE] [--ca-file FILE] [--json]\n"
+            "                   [--timeout DURATION] COMMAND [ARGS]\n"
             "       %s serve [OPTIONS]\n"
             "\n"
             "Operate a DVS cluster: inspect the manager, its nodes, endpoints and\n"
@@ -852,7 +869,8 @@ static int cli_check_leaf(struct cli_ctx *ctx)
     return CLI_OK;
 }
 
-static int cli_create_client(struct cli_ctx *ctx, const char *flag)
+static int cli_create_client(struct cli_ctx *ctx, const char *flag, const char *token_file,
+                             const char *ca_file)
 {
     const char *env = getenv("DVS_MANAGER");
     const char *urls = flag;
@@ -873,6 +891,13 @@ static int cli_create_client(struct cli_ctx *ctx, const char *flag)
     if (rv != 0) {
         cli_error("cannot create the REST client: %s", dvs_strerror(rv));
         return CLI_EFAIL;
+    }
+    rv = api_client_setup_auth(ctx->client, token_file, ca_file, err, sizeof(err));
+    if (rv != 0) {
+        cli_error("%s", err);
+        api_client_destroy(ctx->client);
+        ctx->client = NULL;
+        return CLI_EUSAGE; /* a bad --token-file, $DVS_TOKEN or CA file: nothing was sent */
     }
     return CLI_OK;
 }
@@ -945,7 +970,7 @@ int mgr_cli_main(int argc, char **argv)
     rv = cli_check_leaf(&ctx);
     if (rv != CLI_OK)
         goto free_parse;
-    rv = cli_create_client(&ctx, p.g.manager);
+    rv = cli_create_client(&ctx, p.g.manager, p.g.token_file, p.g.ca_file);
     if (rv != CLI_OK)
         goto free_parse;
 

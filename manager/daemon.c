@@ -18,6 +18,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <gnutls/gnutls.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "api/auth.h"
 #include "api/client.h"
 #include "common/log.h"
 #include "common/opts.h"
@@ -96,6 +98,32 @@ static const struct opt_def serve_opts[] = {
      false, false},
     {"allow-wildcard-raft", OPT_BOOL, "false", 0, 0, OFF(allow_wildcard), NULL,
      "allow --raft-addr 0.0.0.0 (Raft traffic is not authenticated)", false, false},
+    /* Security (docs/security.md): tokens come from files, never from flags,
+     * so that they do not show in ps(1). */
+    {"management-token-file", OPT_STRING, NULL, 0, 0, OFF(management_token_file), "FILE",
+     "file holding the management token, which every change needs; this member also "
+     "sends it to the others (--join, announcing its address)",
+     false, false},
+    {"read-token-file", OPT_STRING, NULL, 0, 0, OFF(read_token_file), "FILE",
+     "file holding the read token: when set, reads need it (or the management or agent "
+     "token)",
+     false, false},
+    {"agent-token-file", OPT_STRING, NULL, 0, 0, OFF(agent_token_file), "FILE",
+     "file holding the agent token: node registration, heartbeats, orders and reports",
+     false, false},
+    {"insecure-open", OPT_BOOL, "false", 0, 0, OFF(insecure_open), NULL,
+     "serve the REST API without tokens on a non-loopback --http-addr (anyone who can "
+     "reach it can change the cluster)",
+     false, false},
+    {"tls-cert", OPT_STRING, NULL, 0, 0, OFF(tls_cert), "FILE",
+     "serve the REST API over HTTPS with this PEM certificate (chain); needs --tls-key",
+     false, false},
+    {"tls-key", OPT_STRING, NULL, 0, 0, OFF(tls_key), "FILE",
+     "the PEM private key of --tls-cert", false, false},
+    {"tls-ca", OPT_STRING, NULL, 0, 0, OFF(tls_ca), "FILE",
+     "PEM CA certificates to verify the other members' HTTPS certificates with "
+     "(default: the system's CA store)",
+     false, false},
     {"log-level", OPT_LOGLEVEL, "info", 0, 0, OFF(log_level), "LEVEL",
      "debug, info, warn or error", false, false},
     /* The scheduler (DESIGN.md §6); its policy settings follow as --sched-* options
@@ -443,6 +471,20 @@ int mgr_propose(struct mgr *m, unsigned type, json_t *body, uint64_t request_id,
     }
     while (request_id == 0)
         request_id = random_u64();
+    if (type == MGR_CMD_MIGRATION_CREATE) {
+        /* The per-migration transfer secret (docs/security.md): drawn here,
+         * by the leader, before the command enters the log, so that every
+         * member's FSM stores the same one. Whoever asked for the migration
+         * (a REST client, the scheduler) cannot choose it. */
+        unsigned char key[32];
+        char hex[65];
+        random_bytes(key, sizeof(key));
+        for (size_t i = 0; i < sizeof(key); i++)
+            snprintf(hex + 2 * i, 3, "%02x", key[i]);
+        json_object_set_new(body, "transfer_secret", json_string(hex));
+        explicit_bzero(key, sizeof(key));
+        explicit_bzero(hex, sizeof(hex));
+    }
     struct mgr_cmd cmd = {
         .type = (uint16_t)type,
         .request_id = request_id,
@@ -504,7 +546,7 @@ bool mgr_leader_http(struct mgr *m, char *buf, size_t len, char *ret_id, size_t 
     if (!mgr_fsm_member_http_by_raft(m->fsm, addr, http, sizeof(http),
                                      ret_id ? ret_id : tmp_id, ret_id ? idlen : sizeof(tmp_id)))
         return false;
-    snprintf(buf, len, "http://%s", http);
+    snprintf(buf, len, "%s://%s", m->tls_cert_pem ? "https" : "http", http);
     return true;
 }
 
@@ -610,8 +652,18 @@ static void announce_work(uv_work_t *w)
     char err[512];
     struct api_client *c = NULL;
     m->announce_rc = api_client_create(m->announce_target, &c, err, sizeof(err));
-    if (m->announce_rc)
+    if (m->announce_rc) {
+        log_warn(COMP, "announcing this member to %s: %s", m->announce_target, err);
         return;
+    }
+    /* Adding a member is a change: it needs the management token. */
+    if ((m->announce_rc = api_client_set_token(c, m->tokens.management)) != 0 ||
+        (m->announce_rc = api_client_set_ca_file(c, m->cfg.tls_ca)) != 0) {
+        log_warn(COMP, "announcing this member: cannot set up the client: %s",
+                 dvs_strerror(m->announce_rc));
+        api_client_destroy(c);
+        return;
+    }
     json_t *body = json_pack("{s:s,s:s,s:s}", "id", m->cfg.id, "raft_addr",
                              m->cfg.raft_addr, "http_addr", m->cfg.http_addr);
     struct api_response r = {0};
@@ -787,6 +839,134 @@ static void on_signal(uv_signal_t *h, int signum)
     begin_shutdown(m, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
+/* ------------------------------------------------------------------------ */
+/* Security settings (docs/security.md)                                      */
+/* ------------------------------------------------------------------------ */
+
+/* Read a whole PEM file (at most 1 MiB) into a new NUL-terminated string. */
+static int read_pem(const char *path, const char *flag, char **ret, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        snprintf(err, errlen, "%s %s: %s", flag, path, strerror(errno));
+        return -EINVAL;
+    }
+    size_t cap = 1 << 20, n;
+    char *buf = xmalloc(cap + 1);
+    n = fread(buf, 1, cap + 1, f);
+    bool bad = ferror(f) != 0;
+    fclose(f);
+    if (bad || n == 0 || n > cap) {
+        snprintf(err, errlen, "%s %s: %s", flag, path,
+                 bad ? "read error" : n == 0 ? "the file is empty" : "larger than 1 MiB");
+        free(buf);
+        return -EINVAL;
+    }
+    buf[n] = '\0';
+    if (!strstr(buf, "-----BEGIN ")) {
+        snprintf(err, errlen, "%s %s: not a PEM file (no \"-----BEGIN\" line)", flag, path);
+        explicit_bzero(buf, n);
+        free(buf);
+        return -EINVAL;
+    }
+    *ret = buf;
+    return 0;
+}
+
+/*
+ * Load the certificate and key and check that GnuTLS (which libmicrohttpd
+ * uses) accepts them as a pair, so that a bad file is a clear error at start
+ * rather than a server that fails every handshake.
+ */
+static int load_tls(struct mgr *m, char *err, size_t errlen)
+{
+    if (!m->cfg.tls_cert && !m->cfg.tls_key)
+        return 0;
+    if (!m->cfg.tls_cert || !m->cfg.tls_key) {
+        snprintf(err, errlen, "--tls-cert and --tls-key go together");
+        return -EINVAL;
+    }
+    if (read_pem(m->cfg.tls_cert, "--tls-cert", &m->tls_cert_pem, err, errlen) != 0 ||
+        read_pem(m->cfg.tls_key, "--tls-key", &m->tls_key_pem, err, errlen) != 0)
+        return -EINVAL;
+    gnutls_certificate_credentials_t cred;
+    if (gnutls_certificate_allocate_credentials(&cred) != GNUTLS_E_SUCCESS) {
+        snprintf(err, errlen, "out of memory checking the TLS certificate");
+        return -ENOMEM;
+    }
+    gnutls_datum_t cert = {(unsigned char *)m->tls_cert_pem,
+                           (unsigned int)strlen(m->tls_cert_pem)};
+    gnutls_datum_t key = {(unsigned char *)m->tls_key_pem, (unsigned int)strlen(m->tls_key_pem)};
+    int rc = gnutls_certificate_set_x509_key_mem2(cred, &cert, &key, GNUTLS_X509_FMT_PEM,
+                                                  NULL, 0);
+    gnutls_certificate_free_credentials(cred);
+    if (rc < 0) {
+        snprintf(err, errlen,
+                 "--tls-cert %s / --tls-key %s: %s (both must be PEM, the key unencrypted "
+                 "and matching the certificate)",
+                 m->cfg.tls_cert, m->cfg.tls_key, gnutls_strerror(rc));
+        return -EINVAL;
+    }
+    if (m->cfg.tls_ca && access(m->cfg.tls_ca, R_OK) != 0) {
+        snprintf(err, errlen, "--tls-ca %s: %s", m->cfg.tls_ca, strerror(errno));
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int load_token(const char *path, const char *flag, char *ret, char *err, size_t errlen)
+{
+    if (!path)
+        return 0;
+    char why[512];
+    bool loose = false;
+    if (api_token_load(path, ret, &loose, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "--%s: %s", flag, why);
+        return -EINVAL;
+    }
+    if (loose)
+        log_warn(COMP, "token file %s is readable by every user; chmod 600 it", path);
+    return 0;
+}
+
+static bool is_loopback_host(const char *host)
+{
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "localhost") == 0 ||
+           strcmp(host, "::1") == 0 || strcmp(host, "[::1]") == 0;
+}
+
+/* Tokens, TLS, and the rule that an open API stays on loopback. */
+static int load_security(struct mgr *m, const char *http_host, char *err, size_t errlen)
+{
+    struct api_tokens *t = &m->tokens;
+    if (load_token(m->cfg.management_token_file, "management-token-file", t->management, err,
+                   errlen) != 0 ||
+        load_token(m->cfg.read_token_file, "read-token-file", t->read, err, errlen) != 0 ||
+        load_token(m->cfg.agent_token_file, "agent-token-file", t->agent, err, errlen) != 0)
+        return -EINVAL;
+    if ((t->read[0] || t->agent[0]) && !t->management[0]) {
+        snprintf(err, errlen,
+                 "--read-token-file and --agent-token-file need --management-token-file "
+                 "(otherwise nobody could change anything)");
+        return -EINVAL;
+    }
+    if ((t->read[0] && api_token_equal(t->read, t->management)) ||
+        (t->agent[0] && api_token_equal(t->agent, t->management)) ||
+        (t->agent[0] && t->read[0] && api_token_equal(t->agent, t->read))) {
+        snprintf(err, errlen, "the management, read and agent tokens must differ");
+        return -EINVAL;
+    }
+    if (!api_tokens_enabled(t) && !is_loopback_host(http_host) && !m->cfg.insecure_open) {
+        snprintf(err, errlen,
+                 "refusing --http-addr %s without tokens: anyone who reaches it could "
+                 "change the cluster. Give --management-token-file FILE (see "
+                 "docs/security.md), bind 127.0.0.1, or pass --insecure-open",
+                 m->cfg.http_addr);
+        return -EINVAL;
+    }
+    return load_tls(m, err, errlen);
+}
+
 static int make_dir(const char *path, char *err, size_t errlen)
 {
     char tmp[4096];
@@ -893,7 +1073,13 @@ int mgr_serve_main(int argc, char **argv)
         code = 2;
         goto out_opts;
     }
-    snprintf(m->http_base, sizeof(m->http_base), "http://%s", m->cfg.http_addr);
+    if (load_security(m, host, err, sizeof(err)) != 0) {
+        fprintf(stderr, "dvs-manager serve: %s\n", err);
+        code = 2;
+        goto out_opts;
+    }
+    snprintf(m->http_base, sizeof(m->http_base), "%s://%s", m->tls_cert_pem ? "https" : "http",
+             m->cfg.http_addr);
 
     m->id = mgr_raft_id(m->cfg.id);
     m->inflight_cap = 4096;
@@ -966,10 +1152,17 @@ int mgr_serve_main(int argc, char **argv)
         .host = host,
         .port = port,
         .max_body = (size_t)m->cfg.max_body,
+        .tokens = &m->tokens,
+        .tls_cert_pem = m->tls_cert_pem,
+        .tls_key_pem = m->tls_key_pem,
     };
     rv = api_server_start(&m->loop, &hc, mgr_routes, m, &m->http);
     if (rv) {
-        log_error(COMP, "cannot serve HTTP on %s: %s", m->cfg.http_addr, dvs_strerror(rv));
+        log_error(COMP, "cannot serve %s on %s: %s", m->tls_cert_pem ? "HTTPS" : "HTTP",
+                  m->cfg.http_addr,
+                  rv == -ENOTSUP ? "this libmicrohttpd has no TLS support"
+                  : rv == -EPROTO ? "libmicrohttpd refused the TLS certificate or key"
+                                  : dvs_strerror(rv));
         code = 1;
         m->stopping = true;
         raft_close(&m->raft, raft_closed_early);
@@ -997,9 +1190,15 @@ int mgr_serve_main(int argc, char **argv)
     mgr_leader_init(m);
     mgr_sched_init(m);
 
-    log_info(COMP, "member %s raft=%s http=%s data=%s (%s)", m->cfg.id, m->cfg.raft_addr,
-             m->cfg.http_addr, m->cfg.data_dir,
-             restart ? "restart" : (m->cfg.join ? "joining" : "bootstrap"));
+    log_info(COMP, "member %s raft=%s http=%s data=%s (%s) tls=%s tokens=%s", m->cfg.id,
+             m->cfg.raft_addr, m->http_base, m->cfg.data_dir,
+             restart ? "restart" : (m->cfg.join ? "joining" : "bootstrap"),
+             m->tls_cert_pem ? "on" : "off",
+             !api_tokens_enabled(&m->tokens) ? "none (open API)"
+             : m->tokens.read[0] && m->tokens.agent[0] ? "management,read,agent"
+             : m->tokens.read[0]                       ? "management,read"
+             : m->tokens.agent[0]                      ? "management,agent"
+                                                       : "management");
     uv_run(&m->loop, UV_RUN_DEFAULT);
     code = m->exit_code;
     goto out_fsm_only;
@@ -1022,6 +1221,11 @@ out_inflight:
     free(m->inflight);
 out_opts:
     opts_free(opts, &m->cfg);
+    explicit_bzero(&m->tokens, sizeof(m->tokens));
+    if (m->tls_key_pem)
+        explicit_bzero(m->tls_key_pem, strlen(m->tls_key_pem));
+    free(m->tls_cert_pem);
+    free(m->tls_key_pem);
     free(m);
     return code;
 }

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "api/auth.h"
 #include "api/http.h"
 #include "manager/fsm.h"
 #include "manager/sched_glue.h"
@@ -47,6 +48,15 @@ struct mgr_settings {
     bool auto_recovery;
     bool allow_wildcard;
     int log_level;
+
+    /* Security (docs/security.md). */
+    char *management_token_file;
+    char *read_token_file;
+    char *agent_token_file;
+    bool insecure_open;
+    char *tls_cert;
+    char *tls_key;
+    char *tls_ca;
 
     /* The scheduler (sched_glue.c, DESIGN.md §6). */
     int64_t sched_interval_ms;
@@ -86,7 +96,9 @@ struct mgr {
     struct raft_uv_transport transport;
     struct mgr_fsm *fsm;
     struct api_server *http;
-    char http_base[300]; /* "http://host:port" of this member */
+    char http_base[300]; /* "http://host:port" (or https://) of this member */
+    struct api_tokens tokens; /* what the REST API accepts (api/auth.h) */
+    char *tls_cert_pem, *tls_key_pem; /* TLS: the files' contents, or NULL */
 
     /* Leadership, polled once per loop iteration (RAFT.md item 9). */
     uv_prepare_t poll;
@@ -156,7 +168,8 @@ int mgr_propose(struct mgr *m, unsigned type, json_t *body, uint64_t request_id,
 bool mgr_is_leader(const struct mgr *m);
 
 /*
- * The leader's HTTP base URL ("http://h:p") and id, if known. Returns false
+ * The leader's HTTP base URL ("http://h:p", or "https://h:p" when this member
+ * serves TLS: a cluster's members all do or all don't) and id, if known. Returns false
  * when there is no leader or its HTTP address is not in the directory yet.
  */
 bool mgr_leader_http(struct mgr *m, char *buf, size_t len, char *ret_id, size_t idlen);

@@ -209,7 +209,10 @@ static const char schema_sql[] =
     "  explanation TEXT NOT NULL,"
     "  error TEXT,"
     "  info TEXT,"
-    "  modify_index INTEGER NOT NULL) STRICT;"
+    "  modify_index INTEGER NOT NULL,"
+    /* docs/security.md: the per-migration transfer secret (64 hex digits),
+     * shown to agents only (mgr_fsm_orders); dropped once the migration ends. */
+    "  transfer_secret TEXT) STRICT;"
     /* Active migrations are few and looked up all the time. */
     "CREATE INDEX migrations_active ON migrations(endpoint) WHERE finished_at IS NULL;"
     "CREATE TABLE requests("
@@ -240,6 +243,11 @@ static const char *const table_names[] = {
     "id, endpoint, source, destination, reason, phase, created_at, updated_at, "   \
     "finished_at, bytes, rounds, downtime_ms, explanation, error, info, "          \
     "modify_index FROM migrations"
+/* The same columns plus the transfer secret: for the agents' orders only. */
+#define MIGRATION_COLS_SECRET                                                      \
+    "id, endpoint, source, destination, reason, phase, created_at, updated_at, "   \
+    "finished_at, bytes, rounds, downtime_ms, explanation, error, info, "          \
+    "modify_index, transfer_secret FROM migrations"
 #define ACTIVE "finished_at IS NULL"
 
 /*
@@ -321,17 +329,20 @@ static const char *const table_names[] = {
                      " ORDER BY id LIMIT 1")                                            \
     X(MIG_INSERT, "INSERT INTO migrations(id, endpoint, source, destination, reason, "  \
                   "phase, created_at, updated_at, finished_at, bytes, rounds, "         \
-                  "downtime_ms, explanation, error, info, modify_index) VALUES (?1, "   \
+                  "downtime_ms, explanation, error, info, modify_index, "               \
+                  "transfer_secret) VALUES (?1, "                                       \
                   "?2, ?3, ?4, ?5, 'planned', ?6, ?6, NULL, 0, 0, 0, ?7, NULL, NULL, "  \
-                  "?8)")                                                                \
+                  "?8, ?9)")                                                            \
     X(MIG_UPDATE, "UPDATE migrations SET phase = ?2, updated_at = ?3, "                 \
                   "finished_at = ?4, bytes = coalesce(?5, bytes), "                     \
                   "rounds = coalesce(?6, rounds), "                                     \
                   "downtime_ms = coalesce(?7, downtime_ms), "                           \
                   "error = coalesce(?8, error), info = coalesce(?9, info), "            \
-                  "modify_index = ?10 WHERE id = ?1")                                   \
+                  "modify_index = ?10, transfer_secret = CASE WHEN ?4 IS NULL THEN "    \
+                  "transfer_secret END WHERE id = ?1")                                  \
     X(MIG_ABORT_OF, "UPDATE migrations SET phase = 'aborted', updated_at = ?2, "        \
-                    "finished_at = ?2, error = ?3, modify_index = ?4 "                  \
+                    "finished_at = ?2, error = ?3, modify_index = ?4, "                 \
+                    "transfer_secret = NULL "                                           \
                     "WHERE endpoint = ?1 AND " ACTIVE)                                  \
     X(MIG_PRUNE, "DELETE FROM migrations WHERE finished_at IS NOT NULL AND id <= "      \
                  "(SELECT id FROM migrations WHERE finished_at IS NOT NULL "            \
@@ -340,6 +351,8 @@ static const char *const table_names[] = {
     X(MIG_JSON_ALL, "SELECT " MIGRATION_COLS " ORDER BY id DESC")                       \
     X(MIG_JSON_OF_NODE, "SELECT " MIGRATION_COLS " WHERE " ACTIVE " AND "               \
                         "(source = ?1 OR destination = ?1) ORDER BY id")                \
+    X(MIG_JSON_OF_NODE_SECRET, "SELECT " MIGRATION_COLS_SECRET " WHERE " ACTIVE " AND " \
+                               "(source = ?1 OR destination = ?1) ORDER BY id")        \
     X(MIG_ACTIVE_COUNT, "SELECT count(*) FROM migrations WHERE " ACTIVE)               \
     X(MEMBER_COUNT, "SELECT count(*) FROM members")                                     \
     X(MIG_FACTS, "SELECT endpoint, source, destination, reason, phase, created_at, "    \
@@ -676,6 +689,8 @@ static const struct field migration_create_fields[] = {
     {"destination", F_NAME, .required = true},
     {"reason", F_ENUM, .required = true, .values = reasons},
     {"explanation", F_TEXT, .max = EXPLANATION_MAX_LEN},
+    /* Drawn by the leader (mgr_propose), never by a client. */
+    {"transfer_secret", F_TEXT, .min = 64, .max = 64},
     {NULL},
 };
 static const struct field migration_update_fields[] = {
@@ -1021,6 +1036,17 @@ static json_t *migration_json(sqlite3_stmt *s)
     }
     jb_set(&b, "modify_index", json_integer(col_int(s, 15)));
     return jb_done(&b);
+}
+
+/* MIGRATION_COLS_SECRET: a migration as the agents on its two nodes see it. */
+static json_t *migration_json_secret(sqlite3_stmt *s)
+{
+    json_t *o = migration_json(s);
+    if (o && json_object_set_new(o, "transfer_secret", col_json_text(s, 16)) != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
 }
 
 static json_t *member_json(sqlite3_stmt *s)
@@ -2051,6 +2077,7 @@ static int cmd_migration_create(struct mgr_fsm *fsm, const json_t *body,
     const char *dest = get_str(body, "destination");
     const char *reason = get_str(body, "reason");
     const char *explanation = get_str(body, "explanation");
+    const char *secret = get_str(body, "transfer_secret");
 
     struct endpoint_row e;
     int rc = load_endpoint(fsm, name, &e);
@@ -2086,8 +2113,8 @@ static int cmd_migration_create(struct mgr_fsm *fsm, const json_t *body,
         return rc;
 
     int64_t id = fsm->meta[META_NEXT_MIGRATION_ID];
-    if (db_exec(fsm, S_MIG_INSERT, "ittttiti", id, name, e.node, dest, reason, fsm->now,
-                explanation ? explanation : "", fsm->meta[META_INDEX]) != 0)
+    if (db_exec(fsm, S_MIG_INSERT, "ittttitit", id, name, e.node, dest, reason, fsm->now,
+                explanation ? explanation : "", fsm->meta[META_INDEX], secret) != 0)
         return fail_internal(fsm, res);
     fsm->meta[META_NEXT_MIGRATION_ID] = id + 1;
 
@@ -2942,8 +2969,8 @@ json_t *mgr_fsm_orders(struct mgr_fsm *fsm, const char *node)
     if (!node || load_node(fsm, node, &n) != 1)
         return NULL;
     json_t *endpoints = query_all(db_stmt(fsm, S_EP_JSON_ON_NODE, "t", node), endpoint_json);
-    json_t *migrations =
-        query_all(db_stmt(fsm, S_MIG_JSON_OF_NODE, "t", node), migration_json);
+    json_t *migrations = query_all(db_stmt(fsm, S_MIG_JSON_OF_NODE_SECRET, "t", node),
+                                   migration_json_secret);
     if (!endpoints || !migrations) {
         json_decref(endpoints);
         json_decref(migrations);

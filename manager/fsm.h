@@ -130,7 +130,9 @@ json_t *mgr_fsm_endpoints(struct mgr_fsm *fsm);            /* array */
 json_t *mgr_fsm_endpoint(struct mgr_fsm *fsm, const char *name);
 json_t *mgr_fsm_migrations(struct mgr_fsm *fsm);           /* array, newest first */
 json_t *mgr_fsm_migration(struct mgr_fsm *fsm, int64_t id);
-/* {"node","state","endpoints":[...on node...],"migrations":[...active, node is src or dst...]} or NULL */
+/* {"node","state","endpoints":[...on node...],"migrations":[...active, node is src or dst,
+ * each with its "transfer_secret" (64 hex digits; docs/security.md)...]} or NULL.
+ * For the agent-only orders route: nothing else shows the secret. */
 json_t *mgr_fsm_orders(struct mgr_fsm *fsm, const char *node);
 /* Counts for /v1/status: {"members":N,"nodes":{"up":N,...},"endpoints":N,"migrations_active":N} */
 json_t *mgr_fsm_counts(struct mgr_fsm *fsm);

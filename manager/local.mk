@@ -32,10 +32,10 @@ manager_dvs_manager_SOURCES = \
 	manager/cli_migration.c \
 	manager/cli_events.c
 manager_dvs_manager_CFLAGS = $(AM_CFLAGS) $(RAFT_CFLAGS) $(UV_CFLAGS) $(SQLITE_CFLAGS) \
-	$(JANSSON_CFLAGS) $(MHD_CFLAGS) $(CURL_CFLAGS)
+	$(JANSSON_CFLAGS) $(MHD_CFLAGS) $(CURL_CFLAGS) $(GNUTLS_CFLAGS)
 manager_dvs_manager_LDADD = manager/libmgrcore.la scheduler/libsched.la api/libapi.la \
 	libdvs/libdvs.la common/libcommon.la $(RAFT_LIBS) $(UV_LIBS) $(SQLITE_LIBS) $(JANSSON_LIBS) \
-	$(MHD_LIBS) $(CURL_LIBS)
+	$(MHD_LIBS) $(CURL_LIBS) $(GNUTLS_LIBS)
 
 check_PROGRAMS += tests/unit/manager/test_cmd tests/unit/manager/test_fsm
 TESTS += tests/unit/manager/test_cmd tests/unit/manager/test_fsm

@@ -10,28 +10,39 @@
 #include "dvs.h"
 #include "manager/rest.h"
 
+/*
+ * The access column (api/auth.h, docs/security.md): routes left at the
+ * default need the management token to change anything and the read token
+ * (when one is set) to read. The agent routes are what dvs-node calls
+ * (node/mgr.c, node/service.c, node/migrate.c): registering, heartbeats,
+ * the orders watch (which carries the migrations' transfer secrets), and the
+ * reports on endpoints and migrations. The agent token opens those and the
+ * reads, nothing else: it cannot create, delete, drain or move anything.
+ */
+#define AGENT API_ACCESS_AGENT
+
 const struct api_route mgr_routes[] = {
     {"GET", "/v1/status", rest_get_status},
     {"GET", "/v1/members", rest_get_members},
     {"POST", "/v1/members", rest_post_members},
     {"DELETE", "/v1/members/{id}", rest_delete_member},
     {"GET", "/v1/nodes", rest_get_nodes},
-    {"POST", "/v1/nodes", rest_post_nodes},
+    {"POST", "/v1/nodes", rest_post_nodes, AGENT},
     {"GET", "/v1/nodes/{id}", rest_get_node},
-    {"POST", "/v1/nodes/{id}/heartbeat", rest_post_heartbeat},
-    {"GET", "/v1/nodes/{id}/orders", rest_get_orders},
+    {"POST", "/v1/nodes/{id}/heartbeat", rest_post_heartbeat, AGENT},
+    {"GET", "/v1/nodes/{id}/orders", rest_get_orders, AGENT},
     {"POST", "/v1/nodes/{id}/enable", rest_post_enable},
     {"POST", "/v1/nodes/{id}/drain", rest_post_drain},
     {"DELETE", "/v1/nodes/{id}/drain", rest_delete_drain},
     {"GET", "/v1/endpoints", rest_get_endpoints},
     {"POST", "/v1/endpoints", rest_post_endpoints},
     {"GET", "/v1/endpoints/{name}", rest_get_endpoint},
-    {"PATCH", "/v1/endpoints/{name}", rest_patch_endpoint},
+    {"PATCH", "/v1/endpoints/{name}", rest_patch_endpoint, AGENT},
     {"DELETE", "/v1/endpoints/{name}", rest_delete_endpoint},
     {"POST", "/v1/endpoints/{name}/migrate", rest_post_migrate},
     {"GET", "/v1/migrations", rest_get_migrations},
     {"GET", "/v1/migrations/{id}", rest_get_migration},
-    {"PATCH", "/v1/migrations/{id}", rest_patch_migration},
+    {"PATCH", "/v1/migrations/{id}", rest_patch_migration, AGENT},
     {"GET", "/v1/plan", rest_get_plan},
     {"GET", "/v1/events", rest_get_events},
     {"GET", "/metrics", rest_get_metrics},
@@ -249,7 +260,7 @@ static void rest_get_status_now(struct api_req *req, void *data)
     char http[300], id[64];
     if (lid != 0 && mgr_leader_http(m, http, sizeof(http), id, sizeof(id)))
         leader = json_pack("{s:s,s:s,s:s}", "id", id, "raft_addr", laddr, "http_addr",
-                           http + strlen("http://"));
+                           strstr(http, "://") ? strstr(http, "://") + 3 : http);
     else if (lid != 0 && laddr)
         leader = json_pack("{s:n,s:s,s:n}", "id", "raft_addr", laddr, "http_addr");
     json_t *counts = mgr_fsm_counts(m->fsm);

@@ -117,6 +117,14 @@ static const struct opt_def serve_opts[] = {
      false, false},
     {"max-bandwidth", OPT_SIZE, "0", 0, 1.0 * (1ull << 40), OFF(max_bandwidth), "BYTES",
      "cap on one migration's transfer rate, bytes per second; 0 = unlimited", false, false},
+    {"token-file", OPT_STRING, NULL, 0, 0, OFF(token_file), "FILE",
+     "file holding the agent token the manager was given (--agent-token-file), sent with "
+     "every call to it",
+     false, false},
+    {"ca-file", OPT_STRING, NULL, 0, 0, OFF(ca_file), "FILE",
+     "PEM CA certificates to verify https:// managers with (default: $DVS_CA_FILE, else "
+     "the system's)",
+     false, false},
     {"config", OPT_STRING, NULL, 0, 0, OFF(config), "FILE",
      "read options from FILE (name = value lines); flags override it", false, true},
     {"log-level", OPT_LOGLEVEL, "info", 0, 0, OFF(log_level), "LEVEL",
@@ -426,6 +434,26 @@ static int check_settings(struct node *n, char *err, size_t errlen)
     if (!c->manager) {
         const char *env = getenv("DVS_MANAGER");
         c->manager = xstrdup(env && *env ? env : DEFAULT_MANAGER);
+    }
+    if (c->token_file) {
+        char why[512];
+        bool loose = false;
+        if (api_token_load(c->token_file, n->mgr_token, &loose, why, sizeof(why)) != 0) {
+            snprintf(err, errlen, "--token-file: %s", why);
+            return -EINVAL;
+        }
+        if (loose)
+            log_warn(NODE_COMP_AGENT, "token file %s is readable by every user; chmod 600 it",
+                     c->token_file);
+    }
+    if (!c->ca_file) {
+        const char *env = getenv("DVS_CA_FILE");
+        if (env && *env)
+            c->ca_file = xstrdup(env);
+    }
+    if (c->ca_file && access(c->ca_file, R_OK) != 0) {
+        snprintf(err, errlen, "--ca-file %s: %s", c->ca_file, strerror(errno));
+        return -EINVAL;
     }
     if (node_split_hostport(c->listen, n->host, sizeof(n->host), &port) != 0 || port == 0 ||
         !concrete_ip(n->host)) {

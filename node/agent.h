@@ -33,6 +33,7 @@
 #include <sys/types.h>
 #include <uv.h>
 
+#include "api/auth.h"
 #include "dvs.h"
 #include "node/ctlmsg.h"
 #include "node/load.h"
@@ -81,6 +82,8 @@ struct node_settings {
     int64_t precopy_max_rounds;
     uint64_t max_bandwidth; /* bytes per second; 0 = unlimited */
     char *metrics_addr; /* --metrics-addr: serve /metrics there; NULL = off */
+    char *token_file; /* --token-file: the agent token (docs/security.md) */
+    char *ca_file;    /* --ca-file (else $DVS_CA_FILE): CA of https:// managers */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -312,6 +315,7 @@ struct node_metrics; /* metrics.c */
 struct node {
     struct node_settings cfg;
     struct node_metrics *metrics;
+    char mgr_token[API_TOKEN_MAX + 1]; /* from --token-file, or "" (read-only after start) */
     uv_loop_t loop;
     char host[256];              /* from --listen: services listen there */
     char transfer_addr[300];     /* what the destination reports */

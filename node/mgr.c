@@ -90,6 +90,27 @@ const char *node_call_error(const struct node_call_result *res)
     return e ? e : "(no error message)";
 }
 
+/*
+ * A client for the manager with this agent's token and CA (docs/security.md).
+ * Returns 0 or a negative code with ERR filled.
+ */
+static int mgr_client_create(struct node *n, struct api_client **ret, char *err, size_t errlen)
+{
+    struct api_client *c = NULL;
+    int rv = api_client_create(n->cfg.manager, &c, err, errlen);
+    if (rv)
+        return rv;
+    if ((rv = api_client_set_token(c, n->mgr_token)) != 0 ||
+        (rv = api_client_set_ca_file(c, n->cfg.ca_file)) != 0) {
+        snprintf(err, errlen, "cannot set up the manager client's token or CA file: %s",
+                 dvs_strerror(rv));
+        api_client_destroy(c);
+        return rv;
+    }
+    *ret = c;
+    return 0;
+}
+
 static const char *answer_error(const struct api_response *r)
 {
     const char *e = json_string_value(json_object_get(r->body, "error"));
@@ -138,7 +159,7 @@ static void *hb_main(void *arg)
     char last_state[32] = "";
     unsigned failures = 0;
 
-    if (api_client_create(n->cfg.manager, &c, err, sizeof(err)) != 0) {
+    if (mgr_client_create(n, &c, err, sizeof(err)) != 0) {
         log_error(COMP, "cannot create a manager client: %s", err);
         return NULL;
     }
@@ -244,7 +265,7 @@ static void *orders_main(void *arg)
     int64_t backoff = BACKOFF_MIN_MS;
     unsigned failures = 0;
 
-    if (api_client_create(n->cfg.manager, &c, err, sizeof(err)) != 0) {
+    if (mgr_client_create(n, &c, err, sizeof(err)) != 0) {
         log_error(COMP, "cannot create a manager client: %s", err);
         goto out;
     }
@@ -343,7 +364,7 @@ static void call_work(uv_work_t *w)
     if (n->pool_len > 0)
         c = n->pool[--n->pool_len];
     pthread_mutex_unlock(&n->mu);
-    if (!c && api_client_create(n->cfg.manager, &c, k->err, sizeof(k->err)) != 0) {
+    if (!c && mgr_client_create(n, &c, k->err, sizeof(k->err)) != 0) {
         k->rv = DVS_EINTERNAL;
         return;
     }

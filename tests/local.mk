@@ -20,7 +20,8 @@ INTEGRATION_TESTS = \
 	tests/integration/sched_energy.sh \
 	tests/integration/sched_drain.sh \
 	tests/integration/sched_automation.sh \
-	tests/integration/observability.sh
+	tests/integration/observability.sh \
+	tests/integration/security.sh
 TESTS += $(INTEGRATION_TESTS)
 EXTRA_DIST += tests/integration
 

@@ -389,6 +389,42 @@ static int setup(void **state)
     return 0;
 }
 
+/* The same two servers, both with tokens (api/auth.h). */
+static const struct api_tokens test_tokens = {
+    .management = "mgmt-token-0123456789",
+    .read = "read-token-0123456789",
+    .agent = "agent-token-0123456789",
+};
+
+static const struct api_route token_routes[] = {
+    {"GET", "/v1/count", h_count},
+    {"POST", "/v1/count", h_count},
+    {"PATCH", "/v1/agent", h_count, API_ACCESS_AGENT},
+    {"POST", "/v1/redirect", h_redirect},
+    {NULL, NULL, NULL},
+};
+
+static int setup_tokens(void **state)
+{
+    struct fixture *f = xcalloc(1, sizeof(*f));
+    struct api_server_config cfg = {.host = "127.0.0.1", .max_body = MAX_BODY,
+                                    .tokens = &test_tokens};
+    if (uv_loop_init(&f->loop) != 0)
+        return -1;
+    if (api_server_start(&f->loop, &cfg, token_routes, f, &f->srv) != 0 ||
+        api_server_start(&f->loop, &cfg, leader_routes, f, &f->leader) != 0)
+        return -1;
+    snprintf(f->base, sizeof(f->base), "http://127.0.0.1:%u", api_server_port(f->srv));
+    snprintf(f->leader_base, sizeof(f->leader_base), "http://127.0.0.1:%u",
+             api_server_port(f->leader));
+    uv_async_init(&f->loop, &f->stop_async, on_stop_async);
+    f->stop_async.data = f;
+    if (pthread_create(&f->thread, NULL, loop_main, f) != 0)
+        return -1;
+    *state = f;
+    return 0;
+}
+
 static int teardown(void **state)
 {
     struct fixture *f = *state;
@@ -415,6 +451,27 @@ static void call(const char *urls, const char *method, const char *path, json_t 
     if (rv)
         fail_msg("%s %s: %s: %s", method, path, dvs_strerror(rv), err);
     api_client_destroy(c);
+}
+
+/* As call(), with TOKEN (NULL: none) set on the client. */
+static void call_token(const char *urls, const char *token, const char *method,
+                       const char *path, json_t *body, struct api_response *r)
+{
+    struct api_client *c;
+    char err[512];
+    assert_int_equal(api_client_create(urls, &c, err, sizeof(err)), 0);
+    if (token)
+        assert_int_equal(api_client_set_token(c, token), 0);
+    int rv = api_client_request(c, method, path, body, 5000, r, err, sizeof(err));
+    if (rv)
+        fail_msg("%s %s: %s: %s", method, path, dvs_strerror(rv), err);
+    api_client_destroy(c);
+}
+
+static const char *code_of(const struct api_response *r)
+{
+    const char *c = json_string_value(json_object_get(r->body, "code"));
+    return c ? c : "(none)";
 }
 
 /* POST a raw body (not necessarily JSON) and return the answer. */
@@ -1345,6 +1402,124 @@ static void client_times_out_on_a_request_that_is_never_answered(void **state)
     assert_int_equal(wait_count(&f->closed, 1), 1);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Tokens                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static void tokens_refuse_before_the_handler_runs_401_then_403(void **state)
+{
+    struct fixture *f = *state;
+    struct api_response r;
+    json_t *body = json_pack("{s:i}", "n", 1);
+
+    call_token(f->base, NULL, "POST", "/v1/count", body, &r);
+    assert_int_equal(r.status, 401);
+    assert_string_equal(code_of(&r), "unauthorized");
+    api_response_clear(&r);
+
+    call_token(f->base, "wrong-token-0123456789", "POST", "/v1/count", body, &r);
+    assert_int_equal(r.status, 403);
+    assert_string_equal(code_of(&r), "forbidden");
+    api_response_clear(&r);
+
+    call_token(f->base, test_tokens.read, "POST", "/v1/count", body, &r);
+    assert_int_equal(r.status, 403);
+    assert_non_null(strstr(json_string_value(json_object_get(r.body, "error")),
+                           "management token"));
+    api_response_clear(&r);
+
+    call_token(f->base, test_tokens.agent, "POST", "/v1/count", body, &r);
+    assert_int_equal(r.status, 403);
+    api_response_clear(&r);
+    assert_int_equal(atomic_load(&f->calls), 0); /* no handler ran */
+
+    call_token(f->base, test_tokens.management, "POST", "/v1/count", body, &r);
+    assert_int_equal(r.status, 200);
+    api_response_clear(&r);
+    assert_int_equal(atomic_load(&f->calls), 1);
+    json_decref(body);
+}
+
+static void tokens_each_role_on_reads_and_agent_routes(void **state)
+{
+    struct fixture *f = *state;
+    struct api_response r;
+    call_token(f->base, NULL, "GET", "/v1/count", NULL, &r);
+    assert_int_equal(r.status, 401); /* a read token is configured */
+    api_response_clear(&r);
+    const char *readers[] = {test_tokens.read, test_tokens.agent, test_tokens.management};
+    for (size_t i = 0; i < 3; i++) {
+        call_token(f->base, readers[i], "GET", "/v1/count", NULL, &r);
+        assert_int_equal(r.status, 200);
+        api_response_clear(&r);
+    }
+    call_token(f->base, test_tokens.agent, "PATCH", "/v1/agent", NULL, &r);
+    assert_int_equal(r.status, 200);
+    api_response_clear(&r);
+    call_token(f->base, test_tokens.read, "PATCH", "/v1/agent", NULL, &r);
+    assert_int_equal(r.status, 403);
+    api_response_clear(&r);
+    /* An unknown route is refused like a change, before its 404. */
+    call_token(f->base, NULL, "DELETE", "/v1/nothing-here", NULL, &r);
+    assert_int_equal(r.status, 401);
+    api_response_clear(&r);
+}
+
+static void tokens_malformed_header_is_401_with_www_authenticate(void **state)
+{
+    struct fixture *f = *state;
+    char url[128];
+    snprintf(url, sizeof(url), "%s/v1/count", f->base);
+    const char *bad[] = {"Authorization: Bearer", "Authorization: Basic eDp5",
+                         "Authorization: Bearer two tokens"};
+    for (size_t i = 0; i < 3; i++) {
+        CURL *h = curl_easy_init();
+        struct curl_slist *hdrs = curl_slist_append(NULL, bad[i]);
+        struct raw r = {0};
+        curl_easy_setopt(h, CURLOPT_URL, url);
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, "{}");
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, raw_write);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, &r);
+        assert_int_equal(curl_easy_perform(h), CURLE_OK);
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r.status);
+        char www[128];
+        copy_header(h, "WWW-Authenticate", www, sizeof(www));
+        assert_int_equal(r.status, 401);
+        assert_true(strncmp(www, "Bearer", 6) == 0);
+        assert_non_null(strstr(r.body, "\"unauthorized\""));
+        curl_slist_free_all(hdrs);
+        curl_easy_cleanup(h);
+    }
+}
+
+static void tokens_client_keeps_its_token_on_a_307_to_another_port(void **state)
+{
+    struct fixture *f = *state;
+    struct api_response r;
+    json_t *body = json_pack("{s:s}", "k", "v");
+    /* Both servers want the token: the leader answers only if it got it too. */
+    call_token(f->base, test_tokens.management, "POST", "/v1/redirect", body, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(json_string_value(json_object_get(r.body, "method")), "POST");
+    assert_int_equal(atomic_load(&f->leader_calls), 1);
+    api_response_clear(&r);
+    json_decref(body);
+}
+
+static void client_refuses_an_invalid_token(void **state)
+{
+    struct api_client *c;
+    char err[256];
+    assert_int_equal(api_client_create("http://127.0.0.1:1", &c, err, sizeof(err)), 0);
+    assert_int_equal(api_client_set_token(c, "has space"), -EINVAL);
+    assert_int_equal(api_client_set_token(c, "line\r\nX-Evil: 1"), -EINVAL);
+    assert_int_equal(api_client_set_token(c, "good-token"), 0);
+    assert_int_equal(api_client_set_token(c, NULL), 0);
+    assert_int_equal(api_client_set_ca_file(c, "/nonexistent/ca.pem"), -ENOENT);
+    api_client_destroy(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1381,6 +1556,13 @@ int main(void)
         T(answer_over_16_mib_is_refused_by_the_client),
         T(client_times_out_on_a_request_that_is_never_answered),
 #undef T
+#define T(name) cmocka_unit_test_setup_teardown(name, setup_tokens, teardown)
+        T(tokens_refuse_before_the_handler_runs_401_then_403),
+        T(tokens_each_role_on_reads_and_agent_routes),
+        T(tokens_malformed_header_is_401_with_www_authenticate),
+        T(tokens_client_keeps_its_token_on_a_307_to_another_port),
+#undef T
+        cmocka_unit_test(client_refuses_an_invalid_token),
     };
     /* DVS_TEST_DEBUG=1 shows the server's debug log (one line per request). */
     if (getenv("DVS_TEST_DEBUG"))

@@ -1102,6 +1102,42 @@ static void migration_create_plans_it_and_marks_the_endpoint_migrating(void **st
     json_decref(e);
 }
 
+/* docs/security.md: the secret the leader drew reaches the orders only, and
+ * goes when the migration ends. */
+#define SECRET "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+static void migration_transfer_secret_is_only_in_the_orders(void **state)
+{
+    struct fx *f = *state;
+    migration_world(f);
+    FAILS(f, DVS_EBADREQUEST, "transfer_secret", MGR_CMD_MIGRATION_CREATE,
+          "{'endpoint':'kv','destination':'n2','reason':'manual','transfer_secret':'00'}");
+    OK(f, MGR_CMD_MIGRATION_CREATE,
+       "{'endpoint':'kv','destination':'n2','reason':'manual','transfer_secret':'" SECRET "'}");
+    assert_null(json_object_get(f->res.object, "transfer_secret"));
+    json_t *m = mgr_fsm_migration(f->fsm, 1);
+    assert_null(json_object_get(m, "transfer_secret"));
+    json_decref(m);
+    json_t *all = mgr_fsm_migrations(f->fsm);
+    char *text = json_dumps(all, 0);
+    assert_null(strstr(text, SECRET));
+    free(text);
+    json_decref(all);
+    const char *nodes[] = {"n1", "n2"};
+    for (int i = 0; i < 2; i++) {
+        json_t *o = mgr_fsm_orders(f->fsm, nodes[i]);
+        json_t *mig = json_array_get(json_object_get(o, "migrations"), 0);
+        expect_field_str(mig, "transfer_secret", SECRET);
+        json_decref(o);
+    }
+    f->now += 5;
+    OK(f, MGR_CMD_MIGRATION_UPDATE, "{'id':1,'phase':'aborted','error':'test'}");
+    json_t *dump = mgr_fsm_dump(f->fsm);
+    text = json_dumps(dump, 0);
+    assert_null(strstr(text, SECRET)); /* dropped from the row */
+    free(text);
+    json_decref(dump);
+}
+
 static void migration_create_refuses_what_cannot_migrate(void **state)
 {
     struct fx *f = *state;
@@ -2393,6 +2429,7 @@ int main(void)
         T(endpoint_delete_removes_it_and_refuses_unknown_names),
         T(endpoint_delete_aborts_its_active_migration),
         T(migration_create_plans_it_and_marks_the_endpoint_migrating),
+        T(migration_transfer_secret_is_only_in_the_orders),
         T(migration_create_refuses_what_cannot_migrate),
         T(migration_commit_moves_the_endpoint_and_bumps_its_generation),
         T(migration_abort_returns_the_endpoint_to_running_on_its_source),
