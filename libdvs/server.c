@@ -120,6 +120,7 @@ struct ctl_out {
     size_t len;
     int fds[3];
     unsigned n_fds;
+    bool own_fds; /* the queue closes them once sent or dropped */
 };
 
 struct ctl_conn {
@@ -182,12 +183,6 @@ struct dvs_server {
 
     /* Handed to the agent for dirty tracking (DESIGN.md §4), made lazily. */
     int uffd, pagemap_fd;
-
-    /* The mprotect tracking fallback (track.h): the bitmap memfd given to
-     * the agent, kept open until the next track-start or close, because a
-     * queued reply may still carry it. */
-    int track_fd;
-    uint32_t track_max_faults;
 
     /* The throttle (auto-converge): a request is taken from a connection
      * only pace_next (uv_hrtime) or later, then pace_next moves throttle_us
@@ -261,6 +256,16 @@ static int ctl_send_one(dvs_server *s, const struct ctl_out *m)
     return 0;
 }
 
+/* A message left the queue (sent, or dropped with the channel). */
+static void ctl_out_done(struct ctl_out *m)
+{
+    if (m->own_fds)
+        for (unsigned i = 0; i < m->n_fds; i++)
+            close(m->fds[i]);
+    m->n_fds = 0;
+    m->own_fds = false;
+}
+
 /* Send what is queued; returns 0, -EAGAIN (still queued) or an error. */
 static int ctl_flush(dvs_server *s)
 {
@@ -270,6 +275,7 @@ static int ctl_flush(dvs_server *s)
             return -EAGAIN;
         if (rv != 0)
             return rv;
+        ctl_out_done(&s->ctl_queue[s->ctl_head]);
         s->ctl_head = (s->ctl_head + 1) % CTL_QUEUE;
         s->ctl_count--;
     }
@@ -293,24 +299,27 @@ static void ctl_flush_sync(dvs_server *s, int timeout_ms)
     }
 }
 
-__attribute__((format(printf, 4, 5))) static void ctl_sendf(dvs_server *s, const int *fds,
-                                                            unsigned n_fds, const char *fmt, ...)
+/* Queue a message and try to send it. With own_fds, the fds are the
+ * queue's: closed once sent, or at once if the message cannot be queued. */
+__attribute__((format(printf, 5, 0))) static void ctl_vsendf(dvs_server *s, const int *fds,
+                                                             unsigned n_fds, bool own_fds,
+                                                             const char *fmt, va_list ap)
 {
-    if (s->ctl_fd < 0)
-        return;
-    if (s->ctl_count == CTL_QUEUE) {
+    if (s->ctl_fd >= 0 && s->ctl_count == CTL_QUEUE) {
         /* The agent has stopped reading: it is hung. Reconnecting (with a
          * path) is the only way to get a coherent channel back. */
         ctl_disconnect(s, "agent not reading");
+    }
+    if (s->ctl_fd < 0) {
+        for (unsigned i = 0; own_fds && i < n_fds; i++)
+            close(fds[i]);
         return;
     }
     struct ctl_out *m = &s->ctl_queue[(s->ctl_head + s->ctl_count) % CTL_QUEUE];
-    va_list ap;
-    va_start(ap, fmt);
     int n = vsnprintf(m->data, sizeof m->data, fmt, ap);
-    va_end(ap);
     m->len = n < 0 ? 0 : ((size_t)n < sizeof m->data ? (size_t)n : sizeof m->data - 1);
     m->n_fds = n_fds;
+    m->own_fds = own_fds;
     if (n_fds > 0)
         memcpy(m->fds, fds, sizeof(int) * n_fds);
     s->ctl_count++;
@@ -320,6 +329,26 @@ __attribute__((format(printf, 4, 5))) static void ctl_sendf(dvs_server *s, const
         ctl_disconnect(s, "send failed");
     else
         ctl_update_poll(s);
+}
+
+__attribute__((format(printf, 4, 5))) static void ctl_sendf(dvs_server *s, const int *fds,
+                                                            unsigned n_fds, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    ctl_vsendf(s, fds, n_fds, false, fmt, ap);
+    va_end(ap);
+}
+
+/* ctl_sendf for fds made for this message alone (the queue closes them). */
+__attribute__((format(printf, 4, 5))) static void ctl_sendf_own(dvs_server *s, const int *fds,
+                                                                unsigned n_fds, const char *fmt,
+                                                                ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    ctl_vsendf(s, fds, n_fds, true, fmt, ap);
+    va_end(ap);
 }
 
 static void ctl_hello(dvs_server *s)
@@ -1147,14 +1176,11 @@ static void cmd_track_start(dvs_server *s, uint64_t id, const struct dvs__ctl_ms
         ctl_error(s, id, rv, msg);
         return;
     }
-    if (s->track_fd >= 0)
-        close(s->track_fd);
-    s->track_fd = fd;
-    s->track_max_faults = (uint32_t)max_faults;
     long page = sysconf(_SC_PAGESIZE);
     slog(s, DVS_LOG_INFO, "endpoint=%s dirty tracking on (mprotect, max_faults=%" PRIu64 ")",
          s->endpoint, max_faults);
-    ctl_sendf(s, &fd, 1,
+    /* The tracker keeps its own mapping; the memfd is the agent's alone. */
+    ctl_sendf_own(s, &fd, 1,
               "ok id=%" PRIu64 " state=%s generation=%" PRIu64 " fds=bitmap pages=%zu"
               " page_size=%ld max_faults=%" PRIu64,
               id, state_names[s->state], s->generation, dvs_arena_size(s->arena) / (size_t)page,
@@ -1371,7 +1397,8 @@ static void ctl_disconnect(dvs_server *s, const char *why)
     }
     close(s->ctl_fd);
     s->ctl_fd = -1;
-    s->ctl_count = 0;
+    for (; s->ctl_count > 0; s->ctl_count--, s->ctl_head = (s->ctl_head + 1) % CTL_QUEUE)
+        ctl_out_done(&s->ctl_queue[s->ctl_head]);
     s->ctl_head = 0;
     /* Nobody is left to collect or to lift the throttle. */
     migration_end(s, "control channel lost");
@@ -1718,7 +1745,6 @@ DVS_API int dvs_server_open(const struct dvs_server_options *opts, dvs_server **
     s->arena_fd = -1;
     s->uffd = -1;
     s->pagemap_fd = -1;
-    s->track_fd = -1;
     s->pace_fd = -1;
 
     rv = resolve_config(s, opts, &c);
@@ -1864,9 +1890,9 @@ DVS_API void dvs_server_close(dvs_server *s)
     }
     if (s->ctl_fd >= 0)
         close(s->ctl_fd);
+    for (; s->ctl_count > 0; s->ctl_count--, s->ctl_head = (s->ctl_head + 1) % CTL_QUEUE)
+        ctl_out_done(&s->ctl_queue[s->ctl_head]);
     dvs__track_stop(s);
-    if (s->track_fd >= 0)
-        close(s->track_fd);
     if (s->pace_fd >= 0)
         close(s->pace_fd);
     dvs_arena_close(s->arena);
