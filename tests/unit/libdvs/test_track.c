@@ -31,6 +31,7 @@
 #include "dvs_track.h"
 #include "frame.h"
 #include "net.h"
+#include "track.h"
 
 #define ARENA_ADDR 0x7e6000000000ull
 #define ARENA_SIZE (4u << 20)
@@ -720,6 +721,43 @@ static void bad_tracking_commands_get_clear_errors(void **state)
     cmd_ok(s, "track-stop", NULL, &m);
 }
 
+/* The tracker's own contract, in this process: one arena at a time. */
+static void one_tracked_arena_per_process(void **state)
+{
+    (void)state;
+    size_t size = 16 * page_size;
+    int a, b, fd;
+    uint8_t *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(mem != MAP_FAILED);
+
+    assert_int_equal(dvs__track_start(&a, mem + 1, size, 8, &fd), -EINVAL);
+    assert_int_equal(dvs__track_start(&a, mem, size - 1, 8, &fd), -EINVAL);
+    assert_int_equal(dvs__track_start(&a, mem, size, 0, &fd), -EINVAL);
+    assert_int_equal(dvs__track_start(&a, mem, size, DVS__TRACK_MAX_MAX_FAULTS + 1, &fd), -EINVAL);
+    assert_int_equal(dvs__track_start(&a, mem, size, 8, &fd), 0);
+    assert_true(dvs__track_active(&a));
+    assert_false(dvs__track_active(&b));
+    int fd2;
+    assert_int_equal(dvs__track_start(&a, mem, size, 8, &fd2), -EALREADY);
+    assert_int_equal(dvs__track_start(&b, mem, size, 8, &fd2), -EBUSY);
+    struct dvs__track_report r;
+    assert_int_equal(dvs__track_collect(&b, &r), -ENOENT);
+    assert_int_equal(dvs__track_stop(&b), -ENOENT);
+
+    mem[5 * page_size] = 1; /* a fault, handled in this process */
+    mem[5 * page_size + 1] = 2; /* the page is writable again: no fault */
+    assert_int_equal(dvs__track_collect(&a, &r), 0);
+    assert_int_equal(r.dirty, 1);
+    assert_int_equal(r.faults, 1);
+    assert_false(r.overflow);
+    assert_int_equal(dvs__track_stop(&a), 0);
+    assert_int_equal(dvs__track_stop(&a), -ENOENT);
+    mem[6 * page_size] = 3;
+    assert_int_equal(dvs__track_collect(&a, &r), -ENOENT);
+    close(fd);
+    munmap(mem, size);
+}
+
 /* ---------------------------------------------------------------------------
  * The throttle
  */
@@ -787,6 +825,7 @@ int main(void)
         T(real_segfault_outside_the_arena_still_kills),
         T(real_segfault_goes_to_the_services_own_handler),
         T(bad_tracking_commands_get_clear_errors),
+        cmocka_unit_test(one_tracked_arena_per_process),
         T(throttle_spaces_requests_and_zero_lifts_it),
     };
     return cmocka_run_group_tests_name("libdvs/track", tests, NULL, NULL);
