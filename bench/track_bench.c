@@ -37,7 +37,7 @@ static int cmp_u64(const void *a, const void *b)
 static void report(const char *what, uint64_t *ns, size_t n)
 {
     qsort(ns, n, sizeof *ns, cmp_u64);
-    printf("%-44s n=%-6zu median=%6.2f us  p99=%7.2f us  max=%8.2f us\n", what, n,
+    printf("%-48s n=%-6zu median=%6.2f us  p99=%7.2f us  max=%8.2f us\n", what, n,
            ns[n / 2] / 1000.0, ns[n * 99 / 100] / 1000.0, ns[n - 1] / 1000.0);
 }
 

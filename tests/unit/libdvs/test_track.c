@@ -667,6 +667,25 @@ static void unfreeze_and_a_lost_agent_end_tracking_and_throttle(void **state)
     assert_string_equal(out, "ok");
 }
 
+static void moved_ends_tracking(void **state)
+{
+    struct svc *s = *state;
+    struct dvs__ctl_msg m;
+    svc_start(s, NULL);
+    track_start(s, NULL);
+    cmd_ok(s, "throttle", "delay_us=2000", &m);
+    cmd_ok(s, "freeze", NULL, &m);
+    collect(s);
+    /* Committed: while it lingers answering "moved", nothing is tracked. */
+    cmd_ok(s, "moved", "generation=2 address=127.0.0.1:1 linger_ms=300", &m);
+    cmd_ok(s, "status", NULL, &m);
+    assert_string_equal(dvs__ctl_get(&m, "state"), "moved");
+    assert_string_equal(dvs__ctl_get(&m, "tracking"), "none");
+    assert_string_equal(dvs__ctl_get(&m, "throttle_us"), "0");
+    assert_true(arena_is_one_rw_mapping(s->pid));
+    assert_int_equal(svc_wait(s, 5000), 3);
+}
+
 /* A real crash must still be a crash, with the same signal. */
 static void real_segfault_outside_the_arena_still_kills(void **state)
 {
@@ -822,6 +841,7 @@ int main(void)
         T(too_many_faults_overflow_and_the_service_keeps_working),
         T(track_stop_leaves_the_arena_writable),
         T(unfreeze_and_a_lost_agent_end_tracking_and_throttle),
+        T(moved_ends_tracking),
         T(real_segfault_outside_the_arena_still_kills),
         T(real_segfault_goes_to_the_services_own_handler),
         T(bad_tracking_commands_get_clear_errors),
