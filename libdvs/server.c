@@ -1013,8 +1013,13 @@ static void migration_end(dvs_server *s, const char *why)
 {
     if (dvs__track_stop(s) == 0)
         slog(s, DVS_LOG_INFO, "endpoint=%s dirty tracking stopped: %s", s->endpoint, why);
-    if (s->throttle_us > 0)
-        throttle_set(s, 0);
+    if (s->throttle_us > 0) {
+        slog(s, DVS_LOG_INFO, "endpoint=%s throttle off: %s", s->endpoint, why);
+        s->throttle_us = 0;
+    }
+    /* Requests parked by the throttle go now, after any held ones the
+     * caller has released (they arrived earlier). */
+    pace_release(s);
 }
 
 static void cmd_freeze(dvs_server *s, uint64_t id, const struct dvs__ctl_msg *m)
@@ -1051,11 +1056,12 @@ static void cmd_unfreeze(dvs_server *s, uint64_t id)
         return;
     }
     s->state = ST_SERVING;
-    migration_end(s, "unfreeze");
     slog(s, DVS_LOG_INFO, "endpoint=%s generation=%" PRIu64 " unfrozen, %u held requests resume",
          s->endpoint, s->generation, s->n_held);
+    s->throttle_us = 0; /* so that held requests are not paced again */
     ctl_ok(s, id);
     release_held(s);
+    migration_end(s, "unfreeze");
 }
 
 static void cmd_moved(dvs_server *s, uint64_t id, const struct dvs__ctl_msg *m)
@@ -1086,11 +1092,12 @@ static void cmd_moved(dvs_server *s, uint64_t id, const struct dvs__ctl_msg *m)
     s->moved_generation = gen;
     snprintf(s->moved_address, sizeof s->moved_address, "%s", addr);
     s->state = ST_MOVED;
-    migration_end(s, "moved");
+    s->throttle_us = 0;
     slog(s, DVS_LOG_INFO, "endpoint=%s generation=%" PRIu64 " moved to %s generation=%" PRIu64
          ", answering moved for %" PRIu64 " ms", s->endpoint, s->generation, addr, gen, linger);
     ctl_ok(s, id);
     release_held(s);
+    migration_end(s, "moved");
     uv_timer_start(&s->linger_timer, linger_timer_cb, linger, 0);
 }
 
