@@ -18,3 +18,10 @@ EXTRA_PROGRAMS += bench/call_bench
 bench_call_bench_SOURCES = bench/call_bench.c
 bench_call_bench_LDADD = libdvs/libdvs.la common/libcommon.la -lpthread
 DVS_BENCHES += bench/call_bench
+
+# The mprotect dirty-tracking fallback: cost of a first write, and of a collect.
+EXTRA_PROGRAMS += bench/track_bench
+bench_track_bench_SOURCES = bench/track_bench.c
+bench_track_bench_CFLAGS = $(AM_CFLAGS) -DDVS_BUILDING $(UV_CFLAGS)
+bench_track_bench_LDADD = libdvs/libdvs_core.la $(LIBDVS_LIBS)
+DVS_BENCHES += bench/track_bench

@@ -11,14 +11,20 @@
 
 #include "control.h"
 
-static bool key_valid(const char *k, size_t len)
+/* Keys are [a-z_]+; verbs may also have inner hyphens ("track-start"). */
+static bool word_valid(const char *k, size_t len, bool verb)
 {
-    if (len == 0 || len > 32)
+    if (len == 0 || len > 32 || k[0] == '-' || k[len - 1] == '-')
         return false;
     for (size_t i = 0; i < len; i++)
-        if (!((k[i] >= 'a' && k[i] <= 'z') || k[i] == '_'))
+        if (!((k[i] >= 'a' && k[i] <= 'z') || k[i] == '_' || (verb && k[i] == '-')))
             return false;
     return true;
+}
+
+static bool key_valid(const char *k, size_t len)
+{
+    return word_valid(k, len, false);
 }
 
 int dvs__ctl_parse(const void *data, size_t len, struct dvs__ctl_msg *m)
@@ -40,7 +46,7 @@ int dvs__ctl_parse(const void *data, size_t len, struct dvs__ctl_msg *m)
     /* The verb: a key-like word. */
     char *sp = strchr(p, ' ');
     size_t vlen = sp != NULL ? (size_t)(sp - p) : (size_t)(end - p);
-    if (!key_valid(p, vlen))
+    if (!word_valid(p, vlen, true))
         return -EINVAL;
     m->verb = p;
     if (sp == NULL)

@@ -18,7 +18,7 @@
 #include <stdint.h>
 
 #define DVS__CTL_MAX 4096
-#define DVS__CTL_MAX_ARGS 16
+#define DVS__CTL_MAX_ARGS 24
 #define DVS__CTL_VERSION 1
 
 struct dvs__ctl_msg {

@@ -17,6 +17,7 @@ libdvs_libdvs_core_la_SOURCES = \
 	libdvs/reply_cache.c libdvs/reply_cache.h \
 	libdvs/control.c libdvs/control.h \
 	libdvs/server.c \
+	libdvs/track.c libdvs/track.h libdvs/dvs_track.h \
 	libdvs/net.c libdvs/net.h \
 	libdvs/directory.c libdvs/directory.h \
 	libdvs/client.c libdvs/client.h
@@ -76,3 +77,10 @@ tests_unit_libdvs_test_server_SOURCES = tests/unit/libdvs/test_server.c \
 	tests/unit/libdvs/dirstub.c tests/unit/libdvs/dirstub.h libdvs/errors.c
 tests_unit_libdvs_test_server_CFLAGS = $(LIBDVS_TEST_CFLAGS)
 tests_unit_libdvs_test_server_LDADD = $(LIBDVS_TEST_LIBS)
+
+# Dirty tracking (mprotect fallback) and the throttle, against test_service.
+check_PROGRAMS += tests/unit/libdvs/test_track
+TESTS += tests/unit/libdvs/test_track
+tests_unit_libdvs_test_track_SOURCES = tests/unit/libdvs/test_track.c libdvs/errors.c
+tests_unit_libdvs_test_track_CFLAGS = $(LIBDVS_TEST_CFLAGS)
+tests_unit_libdvs_test_track_LDADD = $(LIBDVS_TEST_LIBS)

@@ -41,6 +41,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -50,6 +51,7 @@
 #include "control.h"
 #include "frame.h"
 #include "reply_cache.h"
+#include "track.h"
 
 /* Debian 12's kernel headers predate these (Linux 6.7). */
 #ifndef UFFD_USER_MODE_ONLY
@@ -76,6 +78,8 @@
 #define WRITE_QUEUE_HIGH (4u << 20)
 #define CTL_QUEUE 64
 #define CTL_RECONNECT_MS 1000
+/* The throttle for auto-converge: at most one request per delay_us. */
+#define MAX_THROTTLE_US 100000
 
 enum state {
     ST_RESTORING,
@@ -98,10 +102,11 @@ struct conn {
     dvs_server *srv;
     struct conn *prev, *next;  /* all connections */
     struct conn *held_next;    /* the held FIFO */
+    struct conn *paced_next;   /* the FIFO waiting for the throttle */
     uint8_t *buf;              /* bytes received, not yet consumed */
     size_t len, cap;
     uint64_t held_since;       /* loop time, ms */
-    bool held, reading, throttled, closing;
+    bool held, paced, reading, throttled, closing;
 };
 
 struct wreq {
@@ -116,6 +121,7 @@ struct ctl_out {
     size_t len;
     int fds[3];
     unsigned n_fds;
+    bool own_fds; /* the queue closes them once sent or dropped */
 };
 
 struct ctl_conn {
@@ -179,6 +185,16 @@ struct dvs_server {
     /* Handed to the agent for dirty tracking (DESIGN.md §4), made lazily. */
     int uffd, pagemap_fd;
 
+    /* The throttle (auto-converge): a request is taken from a connection
+     * only pace_next (uv_hrtime) or later, then pace_next moves throttle_us
+     * on. Connections waiting for their turn queue in arrival order; a
+     * timerfd wakes the loop with microsecond precision. */
+    uint32_t throttle_us;
+    uint64_t pace_next;
+    int pace_fd;
+    uv_poll_t *pace_poll;
+    struct conn *paced_head, *paced_tail, *pace_granted;
+
     /* Counters for "status". */
     uint64_t n_requests, n_executed, n_replays, n_moved, n_migrating;
 };
@@ -241,6 +257,16 @@ static int ctl_send_one(dvs_server *s, const struct ctl_out *m)
     return 0;
 }
 
+/* A message left the queue (sent, or dropped with the channel). */
+static void ctl_out_done(struct ctl_out *m)
+{
+    if (m->own_fds)
+        for (unsigned i = 0; i < m->n_fds; i++)
+            close(m->fds[i]);
+    m->n_fds = 0;
+    m->own_fds = false;
+}
+
 /* Send what is queued; returns 0, -EAGAIN (still queued) or an error. */
 static int ctl_flush(dvs_server *s)
 {
@@ -250,6 +276,7 @@ static int ctl_flush(dvs_server *s)
             return -EAGAIN;
         if (rv != 0)
             return rv;
+        ctl_out_done(&s->ctl_queue[s->ctl_head]);
         s->ctl_head = (s->ctl_head + 1) % CTL_QUEUE;
         s->ctl_count--;
     }
@@ -273,24 +300,27 @@ static void ctl_flush_sync(dvs_server *s, int timeout_ms)
     }
 }
 
-__attribute__((format(printf, 4, 5))) static void ctl_sendf(dvs_server *s, const int *fds,
-                                                            unsigned n_fds, const char *fmt, ...)
+/* Queue a message and try to send it. With own_fds, the fds are the
+ * queue's: closed once sent, or at once if the message cannot be queued. */
+__attribute__((format(printf, 5, 0))) static void ctl_vsendf(dvs_server *s, const int *fds,
+                                                             unsigned n_fds, bool own_fds,
+                                                             const char *fmt, va_list ap)
 {
-    if (s->ctl_fd < 0)
-        return;
-    if (s->ctl_count == CTL_QUEUE) {
+    if (s->ctl_fd >= 0 && s->ctl_count == CTL_QUEUE) {
         /* The agent has stopped reading: it is hung. Reconnecting (with a
          * path) is the only way to get a coherent channel back. */
         ctl_disconnect(s, "agent not reading");
+    }
+    if (s->ctl_fd < 0) {
+        for (unsigned i = 0; own_fds && i < n_fds; i++)
+            close(fds[i]);
         return;
     }
     struct ctl_out *m = &s->ctl_queue[(s->ctl_head + s->ctl_count) % CTL_QUEUE];
-    va_list ap;
-    va_start(ap, fmt);
     int n = vsnprintf(m->data, sizeof m->data, fmt, ap);
-    va_end(ap);
     m->len = n < 0 ? 0 : ((size_t)n < sizeof m->data ? (size_t)n : sizeof m->data - 1);
     m->n_fds = n_fds;
+    m->own_fds = own_fds;
     if (n_fds > 0)
         memcpy(m->fds, fds, sizeof(int) * n_fds);
     s->ctl_count++;
@@ -300,6 +330,26 @@ __attribute__((format(printf, 4, 5))) static void ctl_sendf(dvs_server *s, const
         ctl_disconnect(s, "send failed");
     else
         ctl_update_poll(s);
+}
+
+__attribute__((format(printf, 4, 5))) static void ctl_sendf(dvs_server *s, const int *fds,
+                                                            unsigned n_fds, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    ctl_vsendf(s, fds, n_fds, false, fmt, ap);
+    va_end(ap);
+}
+
+/* ctl_sendf for fds made for this message alone (the queue closes them). */
+__attribute__((format(printf, 4, 5))) static void ctl_sendf_own(dvs_server *s, const int *fds,
+                                                                unsigned n_fds, const char *fmt,
+                                                                ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    ctl_vsendf(s, fds, n_fds, true, fmt, ap);
+    va_end(ap);
 }
 
 static void ctl_hello(dvs_server *s)
@@ -344,7 +394,7 @@ static void conn_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
 /* Read from c exactly when it may make progress. */
 static void conn_update_reading(struct conn *c)
 {
-    bool want = !c->closing && !c->held && !c->throttled && c->len < c->cap;
+    bool want = !c->closing && !c->held && !c->paced && !c->throttled && c->len < c->cap;
     if (want && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->tcp, conn_alloc_cb, conn_read_cb) == 0)
             c->reading = true;
@@ -378,6 +428,22 @@ static void held_remove(dvs_server *s, struct conn *c)
     s->n_held--;
 }
 
+static void paced_remove(dvs_server *s, struct conn *c)
+{
+    struct conn **link = &s->paced_head, *prev = NULL;
+    while (*link != NULL && *link != c) {
+        prev = *link;
+        link = &(*link)->paced_next;
+    }
+    if (*link == NULL)
+        return;
+    *link = c->paced_next;
+    if (s->paced_tail == c)
+        s->paced_tail = prev;
+    c->paced_next = NULL;
+    c->paced = false;
+}
+
 static void conn_close(struct conn *c)
 {
     dvs_server *s = c->srv;
@@ -386,6 +452,10 @@ static void conn_close(struct conn *c)
     c->closing = true;
     if (c->held)
         held_remove(s, c);
+    if (c->paced)
+        paced_remove(s, c);
+    if (s->pace_granted == c)
+        s->pace_granted = NULL;
     if (c->prev != NULL)
         c->prev->next = c->next;
     else
@@ -603,12 +673,116 @@ static void conn_shrink(struct conn *c)
     }
 }
 
+/* ---------------------------------------------------------------------------
+ * The throttle (auto-converge, DESIGN.md §4)
+ *
+ * When the agent's dirty rounds do not converge it slows the service down,
+ * as QEMU's auto-converge slows a guest: the loop takes at most one new
+ * request per throttle_us, from all connections together, so the rate of
+ * writes to the arena falls. Nothing sleeps: a connection whose request
+ * must wait is parked, and a timerfd brings the loop back when the next
+ * request may be taken, so control commands are answered meanwhile.
+ */
+
+static void pace_arm(dvs_server *s)
+{
+    if (s->pace_fd < 0)
+        return;
+    struct itimerspec its = {0};
+    if (s->paced_head != NULL) {
+        /* uv_hrtime is CLOCK_MONOTONIC in nanoseconds; 0 would disarm. */
+        uint64_t at = s->pace_next > 0 ? s->pace_next : 1;
+        its.it_value.tv_sec = (time_t)(at / 1000000000u);
+        its.it_value.tv_nsec = (long)(at % 1000000000u);
+    }
+    timerfd_settime(s->pace_fd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+/* Whether c's next request must wait for the throttle (then c is parked). */
+static bool pace_wait(dvs_server *s, struct conn *c)
+{
+    if (s->throttle_us == 0 || s->pace_fd < 0)
+        return false;
+    uint64_t now = uv_hrtime();
+    if (s->pace_granted == c || (s->paced_head == NULL && now >= s->pace_next)) {
+        s->pace_granted = NULL;
+        s->pace_next = now + (uint64_t)s->throttle_us * 1000u;
+        return false;
+    }
+    c->paced = true;
+    c->paced_next = NULL;
+    if (s->paced_tail != NULL)
+        s->paced_tail->paced_next = c;
+    else
+        s->paced_head = c;
+    s->paced_tail = c;
+    pace_arm(s);
+    return true;
+}
+
+/* Give parked connections their turns: all of them when the throttle is
+ * off, otherwise the one at the head once its time has come. */
+static void pace_release(dvs_server *s)
+{
+    while (s->paced_head != NULL && (s->throttle_us == 0 || uv_hrtime() >= s->pace_next)) {
+        struct conn *c = s->paced_head;
+        paced_remove(s, c);
+        s->pace_granted = c;
+        process_conn(c); /* takes one request; parks again if it has more */
+        if (s->pace_granted == c)
+            s->pace_granted = NULL; /* it had no complete request after all */
+    }
+    pace_arm(s);
+}
+
+static void pace_poll_cb(uv_poll_t *p, int status, int events)
+{
+    dvs_server *s = p->data;
+    uint64_t expirations;
+    (void)status;
+    (void)events;
+    if (read(s->pace_fd, &expirations, sizeof expirations) < 0 && errno != EAGAIN)
+        slog(s, DVS_LOG_DEBUG, "endpoint=%s throttle timer: %s", s->endpoint, strerror(errno));
+    pace_release(s);
+}
+
+/* Set the throttle; 0 turns it off and lets every parked request go. */
+static int throttle_set(dvs_server *s, uint32_t delay_us)
+{
+    if (delay_us > 0 && s->pace_fd < 0) {
+        int fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        if (fd < 0)
+            return -errno;
+        uv_poll_t *p = malloc(sizeof(*p));
+        if (p == NULL || uv_poll_init(&s->loop, p, fd) != 0) {
+            free(p);
+            close(fd);
+            return -ENOMEM;
+        }
+        p->data = s;
+        uv_poll_start(p, UV_READABLE, pace_poll_cb);
+        s->pace_fd = fd;
+        s->pace_poll = p;
+    }
+    if (delay_us != s->throttle_us)
+        slog(s, DVS_LOG_INFO, "endpoint=%s throttle %" PRIu32 " us per request", s->endpoint,
+             delay_us);
+    s->throttle_us = delay_us;
+    if (s->pace_fd >= 0) {
+        uint64_t now = uv_hrtime();
+        if (s->pace_next > now + (uint64_t)delay_us * 1000u)
+            s->pace_next = now + (uint64_t)delay_us * 1000u; /* a lower delay applies now */
+        pace_release(s);
+    }
+    return 0;
+}
+
 /* Decode and dispatch every complete frame in c's buffer. */
 static void process_conn(struct conn *c)
 {
     dvs_server *s = c->srv;
 
-    while (!c->closing && !c->held && !c->throttled) {
+    while (!c->closing && !c->held && !c->paced && !c->throttled) {
         struct dvs__frame f;
         size_t size;
         int rv = dvs__frame_decode(c->buf, c->len, s->max_payload, &f, &size);
@@ -626,6 +800,8 @@ static void process_conn(struct conn *c)
             conn_close(c);
             return;
         }
+        if (pace_wait(s, c))
+            break;
         if (!dispatch(s, c, &f)) {
             hold(s, c);
             break;
@@ -749,6 +925,10 @@ static void close_handles(dvs_server *s)
     uv_close((uv_handle_t *)&s->hold_timer, NULL);
     uv_close((uv_handle_t *)&s->linger_timer, NULL);
     uv_close((uv_handle_t *)&s->ctl_timer, NULL);
+    if (s->pace_poll != NULL) {
+        uv_close((uv_handle_t *)s->pace_poll, free_handle_cb);
+        s->pace_poll = NULL;
+    }
     if (s->ctl != NULL) {
         uv_close((uv_handle_t *)&s->ctl->poll, free_handle_cb);
         s->ctl = NULL;
@@ -825,6 +1005,24 @@ static void ctl_error(dvs_server *s, uint64_t id, int code, const char *text)
               state_names[s->state], text);
 }
 
+/*
+ * The migration this instance took part in is over (aborted and unfrozen,
+ * moved) or its agent is gone: never leave the arena write-protected or
+ * the service slowed down with nobody to undo it.
+ */
+static void migration_end(dvs_server *s, const char *why)
+{
+    if (dvs__track_stop(s) == 0)
+        slog(s, DVS_LOG_INFO, "endpoint=%s dirty tracking stopped: %s", s->endpoint, why);
+    if (s->throttle_us > 0) {
+        slog(s, DVS_LOG_INFO, "endpoint=%s throttle off: %s", s->endpoint, why);
+        s->throttle_us = 0;
+    }
+    /* Requests parked by the throttle go now, after any held ones the
+     * caller has released (they arrived earlier). */
+    pace_release(s);
+}
+
 static void cmd_freeze(dvs_server *s, uint64_t id, const struct dvs__ctl_msg *m)
 {
     uint64_t hold_ms = (uint64_t)s->hold_ms;
@@ -849,6 +1047,8 @@ static void cmd_freeze(dvs_server *s, uint64_t id, const struct dvs__ctl_msg *m)
 static void cmd_unfreeze(dvs_server *s, uint64_t id)
 {
     if (s->state == ST_SERVING) {
+        /* An agent that aborts during pre-copy may say so this way too. */
+        migration_end(s, "unfreeze");
         ctl_ok(s, id);
         return;
     }
@@ -859,8 +1059,10 @@ static void cmd_unfreeze(dvs_server *s, uint64_t id)
     s->state = ST_SERVING;
     slog(s, DVS_LOG_INFO, "endpoint=%s generation=%" PRIu64 " unfrozen, %u held requests resume",
          s->endpoint, s->generation, s->n_held);
+    s->throttle_us = 0; /* so that held requests are not paced again */
     ctl_ok(s, id);
     release_held(s);
+    migration_end(s, "unfreeze");
 }
 
 static void cmd_moved(dvs_server *s, uint64_t id, const struct dvs__ctl_msg *m)
@@ -891,10 +1093,12 @@ static void cmd_moved(dvs_server *s, uint64_t id, const struct dvs__ctl_msg *m)
     s->moved_generation = gen;
     snprintf(s->moved_address, sizeof s->moved_address, "%s", addr);
     s->state = ST_MOVED;
+    s->throttle_us = 0;
     slog(s, DVS_LOG_INFO, "endpoint=%s generation=%" PRIu64 " moved to %s generation=%" PRIu64
          ", answering moved for %" PRIu64 " ms", s->endpoint, s->generation, addr, gen, linger);
     ctl_ok(s, id);
     release_held(s);
+    migration_end(s, "moved");
     uv_timer_start(&s->linger_timer, linger_timer_cb, linger, 0);
 }
 
@@ -910,10 +1114,11 @@ static void cmd_status(dvs_server *s, uint64_t id)
               " requests=%" PRIu64 " executed=%" PRIu64 " replays=%" PRIu64
               " moved_replies=%" PRIu64 " migrating_replies=%" PRIu64
               " arena_used=%zu arena_size=%zu cache_clients=%" PRIu32 " cache_entries=%" PRIu64
-              " cache_bytes=%" PRIu64,
+              " cache_bytes=%" PRIu64 " tracking=%s throttle_us=%" PRIu32,
               id, state_names[s->state], s->generation, s->address, s->n_conns, s->n_held,
               s->n_requests, s->n_executed, s->n_replays, s->n_moved, s->n_migrating, as.used,
-              as.size, rs.clients, rs.entries, rs.bytes);
+              as.size, rs.clients, rs.entries, rs.bytes,
+              dvs__track_active(s) ? "mprotect" : "none", s->throttle_us);
 }
 
 static void cmd_fds(dvs_server *s, uint64_t id)
@@ -944,6 +1149,94 @@ static void cmd_fds(dvs_server *s, uint64_t id)
     }
     ctl_sendf(s, fds, n, "ok id=%" PRIu64 " state=%s generation=%" PRIu64 " fds=%s", id,
               state_names[s->state], s->generation, names);
+}
+
+/*
+ * track-start: the mprotect fallback of DESIGN.md §4 (track.h has the
+ * mechanism and why it loses no write). The bitmap memfd goes to the agent
+ * with the reply.
+ */
+static void cmd_track_start(dvs_server *s, uint64_t id, const struct dvs__ctl_msg *m)
+{
+    uint64_t max_faults = DVS__TRACK_DEFAULT_MAX_FAULTS;
+    if (dvs__ctl_get_u64(m, "max_faults", 1, DVS__TRACK_MAX_MAX_FAULTS, &max_faults) == -EINVAL) {
+        ctl_error(s, id, DVS_EBADREQUEST, "max_faults must be 1..16384");
+        return;
+    }
+    if (s->state != ST_SERVING && s->state != ST_FROZEN) {
+        ctl_error(s, id, DVS_ECONFLICT, "track-start needs state serving or frozen");
+        return;
+    }
+    if (dvs__track_active(s)) {
+        ctl_error(s, id, DVS_ECONFLICT, "tracking is already on: track-stop first");
+        return;
+    }
+    int fd;
+    int rv = dvs__track_start(s, dvs_arena_base(s->arena), dvs_arena_size(s->arena),
+                              (uint32_t)max_faults, &fd);
+    if (rv == -EBUSY) {
+        ctl_error(s, id, DVS_ECONFLICT, "another server in this process is being tracked");
+        return;
+    }
+    if (rv != 0) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "cannot write-protect the arena: %s", dvs_strerror(rv));
+        ctl_error(s, id, rv, msg);
+        return;
+    }
+    long page = sysconf(_SC_PAGESIZE);
+    slog(s, DVS_LOG_INFO, "endpoint=%s dirty tracking on (mprotect, max_faults=%" PRIu64 ")",
+         s->endpoint, max_faults);
+    /* The tracker keeps its own mapping; the memfd is the agent's alone. */
+    ctl_sendf_own(s, &fd, 1,
+              "ok id=%" PRIu64 " state=%s generation=%" PRIu64 " fds=bitmap pages=%zu"
+              " page_size=%ld max_faults=%" PRIu64,
+              id, state_names[s->state], s->generation, dvs_arena_size(s->arena) / (size_t)page,
+              page, max_faults);
+}
+
+static void cmd_track_collect(dvs_server *s, uint64_t id)
+{
+    struct dvs__track_report r;
+    int rv = dvs__track_collect(s, &r);
+    if (rv == -ENOENT) {
+        ctl_error(s, id, DVS_ECONFLICT, "tracking is off: send track-start first");
+        return;
+    }
+    if (rv != 0) {
+        /* The bitmaps can no longer be trusted: the agent starts over with
+         * a full copy (or stops and copies). */
+        slog(s, DVS_LOG_WARN, "endpoint=%s dirty tracking failed: %s", s->endpoint,
+             dvs_strerror(rv));
+        ctl_error(s, id, rv == -ETIMEDOUT ? DVS_ETIMEOUT : rv,
+                  "dirty tracking failed: track-stop, then copy everything");
+        return;
+    }
+    ctl_sendf(s, NULL, 0,
+              "ok id=%" PRIu64 " state=%s generation=%" PRIu64 " bitmap=%u dirty=%" PRIu64
+              " overflow=%d faults=%" PRIu64,
+              id, state_names[s->state], s->generation, r.bitmap, r.dirty, r.overflow ? 1 : 0,
+              r.faults);
+}
+
+static void cmd_throttle(dvs_server *s, uint64_t id, const struct dvs__ctl_msg *m)
+{
+    uint64_t delay;
+    if (dvs__ctl_get_u64(m, "delay_us", 0, MAX_THROTTLE_US, &delay) != 0) {
+        ctl_error(s, id, DVS_EBADREQUEST, "delay_us must be 0..100000");
+        return;
+    }
+    if (s->state != ST_SERVING && s->state != ST_FROZEN) {
+        ctl_error(s, id, DVS_ECONFLICT, "throttle needs state serving or frozen");
+        return;
+    }
+    int rv = throttle_set(s, (uint32_t)delay);
+    if (rv != 0) {
+        ctl_error(s, id, rv, "cannot create the throttle timer");
+        return;
+    }
+    ctl_sendf(s, NULL, 0, "ok id=%" PRIu64 " state=%s generation=%" PRIu64 " throttle_us=%" PRIu32,
+              id, state_names[s->state], s->generation, s->throttle_us);
 }
 
 static int restore_start(dvs_server *s, uint64_t generation);
@@ -995,6 +1288,15 @@ static void ctl_handle(dvs_server *s, const void *data, size_t len)
         cmd_unfreeze(s, id);
     } else if (strcmp(m->verb, "moved") == 0) {
         cmd_moved(s, id, m);
+    } else if (strcmp(m->verb, "track-start") == 0) {
+        cmd_track_start(s, id, m);
+    } else if (strcmp(m->verb, "track-collect") == 0) {
+        cmd_track_collect(s, id);
+    } else if (strcmp(m->verb, "track-stop") == 0) {
+        migration_end(s, "track-stop");
+        ctl_ok(s, id);
+    } else if (strcmp(m->verb, "throttle") == 0) {
+        cmd_throttle(s, id, m);
     } else {
         ctl_error(s, id, DVS_EBADREQUEST, "unknown command");
     }
@@ -1105,8 +1407,11 @@ static void ctl_disconnect(dvs_server *s, const char *why)
     }
     close(s->ctl_fd);
     s->ctl_fd = -1;
-    s->ctl_count = 0;
+    for (; s->ctl_count > 0; s->ctl_count--, s->ctl_head = (s->ctl_head + 1) % CTL_QUEUE)
+        ctl_out_done(&s->ctl_queue[s->ctl_head]);
     s->ctl_head = 0;
+    /* Nobody is left to collect or to lift the throttle. */
+    migration_end(s, "control channel lost");
     /* With a path, a restarted agent can take us back. */
     if (s->ctl_path != NULL && s->loop_ready && !s->handles_closed)
         uv_timer_start(&s->ctl_timer, ctl_timer_cb, CTL_RECONNECT_MS, 0);
@@ -1464,6 +1769,7 @@ DVS_API int dvs_server_open(const struct dvs_server_options *opts, dvs_server **
     s->arena_fd = -1;
     s->uffd = -1;
     s->pagemap_fd = -1;
+    s->pace_fd = -1;
 
     rv = resolve_config(s, opts, &c);
     if (rv != 0)
@@ -1608,6 +1914,11 @@ DVS_API void dvs_server_close(dvs_server *s)
     }
     if (s->ctl_fd >= 0)
         close(s->ctl_fd);
+    for (; s->ctl_count > 0; s->ctl_count--, s->ctl_head = (s->ctl_head + 1) % CTL_QUEUE)
+        ctl_out_done(&s->ctl_queue[s->ctl_head]);
+    dvs__track_stop(s);
+    if (s->pace_fd >= 0)
+        close(s->pace_fd);
     dvs_arena_close(s->arena);
     if (s->own_arena_fd && s->arena_fd >= 0)
         close(s->arena_fd);
