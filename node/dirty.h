@@ -82,8 +82,9 @@ void node_dirty_uffd_stop(struct node_dirty_uffd *t);
  * docs/control-protocol.md, "track-start"): a 64-byte header, then two
  * bitmaps of ceil(pages / 64) little-endian u64 words, bit i = page i.
  */
-#define NODE_DIRTY_BITMAP_MAGIC 0x42535644u /* "DVSB" */
-#define NODE_DIRTY_BITMAP_HEADER 64
+#include "dvs_track.h" /* the layout, shared with libdvs */
+#define NODE_DIRTY_BITMAP_MAGIC DVS_TRACK_MAGIC
+#define NODE_DIRTY_BITMAP_HEADER DVS_TRACK_HDR_SIZE
 
 /* Check the header of a mapped bitmap file of file_size bytes against the
  * arena's page count. Returns 0 or DVS_EPROTO with *why set. */
