@@ -59,6 +59,7 @@
 #include "node/agent.h"
 #include "node/dirty.h"
 #include "node/transfer.h"
+#include "node/xfer_mac.h"
 
 #define COMP NODE_COMP_MIG
 /* Unbound connections (no valid hello yet) at once, and how long they get. */
@@ -193,6 +194,14 @@ struct node_migration {
     int scan_rv;
     uv_timer_t pace_timer;      /* --max-bandwidth */
 
+    /* The stream's MAC (docs/security.md): keyed with the manager's
+     * per-migration secret, over every byte the source sends after the
+     * hello's first byte up to END; a 32-byte tag follows END. */
+    uint8_t secret[XFER_MAC_KEY_LEN];
+    bool has_secret;
+    struct xfer_mac mac;
+    bool mac_on;
+
     /* Destination: what the stream said, for the record. */
     uint64_t d_method, d_stop, d_bw, d_throttle_us, d_trigger, d_precopy_us;
     uint64_t d_rounds[MAX_ROUND_STATS][2]; /* pages, bytes */
@@ -205,7 +214,7 @@ struct node_migration {
     bool dead;
 };
 
-enum xc_state { XC_HELLO, XC_REC, XC_DATA, XC_DONE };
+enum xc_state { XC_HELLO, XC_REC, XC_DATA, XC_TAG, XC_DONE };
 
 struct node_xfer_conn {
     struct node_xfer_conn *prev, *next;
@@ -215,7 +224,7 @@ struct node_xfer_conn {
     uv_connect_t connect_req;
     uint64_t mig_serial; /* 0 until bound */
     bool outgoing;
-    enum xc_state rs;
+    enum xc_state rs; /* XC_TAG: the MAC tag after END */
     uint8_t hdr[NODE_XFER_HELLO_SIZE];
     size_t hdr_len, hdr_need;
     uint8_t *map; /* the bound migration's arena (destination) */
@@ -226,7 +235,7 @@ struct node_xfer_conn {
     uint8_t *pre;  /* RESERVE and SYNC records being written (source) */
     unsigned writes_pending;
     uint8_t freeze_rec[2 * NODE_XFER_REC_SIZE]; /* FREEZE, THROTTLE */
-    uint8_t end_rec[NODE_XFER_REC_SIZE];
+    uint8_t end_rec[NODE_XFER_REC_SIZE + XFER_MAC_LEN]; /* END, then the tag */
     uint64_t inflight;   /* source: payload bytes queued and not yet written */
     unsigned batches;    /* source: page batches queued and not yet written */
     uint8_t scratch[64];
@@ -301,6 +310,9 @@ static void mig_free_if_done(struct node_migration *m)
     if (m->memfd >= 0)
         close(m->memfd);
     free(m->scan.runs);
+    if (m->mac_on)
+        xfer_mac_close(&m->mac);
+    explicit_bzero(m->secret, sizeof(m->secret));
     node_runs_free(&m->send);
     node_runs_free(&m->pending);
     if (m->uffd_on)
@@ -319,6 +331,9 @@ static void mig_handle_closed(uv_handle_t *h)
     mig_free_if_done(m);
 }
 
+/* The secret of the migration reconcile_one is creating (mig_new takes it). */
+static const char *pending_secret;
+
 static struct node_migration *mig_new(struct node *n, int64_t id, const char *endpoint,
                                       const char *peer, bool is_source)
 {
@@ -330,6 +345,9 @@ static struct node_migration *mig_new(struct node *n, int64_t id, const char *en
     snprintf(m->peer, sizeof(m->peer), "%s", peer ? peer : "?");
     m->is_source = is_source;
     m->memfd = -1;
+    m->has_secret =
+        pending_secret && xfer_mac_key_from_hex(pending_secret, m->secret) == 0;
+    pending_secret = NULL;
     m->t_start_ms = now_mono_ms();
     uv_timer_init(&n->loop, &m->timer);
     m->timer.data = m;
@@ -516,6 +534,7 @@ static void peer_name(uv_tcp_t *t, char *buf, size_t len)
 /* ---- destination: reading ---- */
 
 static void dst_received(struct node_migration *m, uint64_t sum);
+static int mac_start(struct node_migration *m);
 static void dst_reserve(struct node_migration *m);
 
 static void ready_written(uv_write_t *w, int status)
@@ -539,6 +558,7 @@ static void xc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     }
     case XC_HELLO:
     case XC_REC:
+    case XC_TAG:
         *buf = uv_buf_init((char *)c->hdr + c->hdr_len, (unsigned)(c->hdr_need - c->hdr_len));
         break;
     case XC_DONE:
@@ -582,6 +602,12 @@ static bool dst_bind(struct node_xfer_conn *c)
         xc_fail(c, "the source serves another generation than the directory's");
         return false;
     }
+    if (mac_start(m) != 0) {
+        xc_fail(c, "no transfer secret for the migration from the manager: the stream cannot "
+                   "be authenticated");
+        return false;
+    }
+    xfer_mac_update(&m->mac, c->hdr, NODE_XFER_HELLO_SIZE);
     c->map = m->map;
     c->arena_size = m->arena_size;
     /* One term per page; calloc'd, so the pages never sent cost nothing. */
@@ -618,6 +644,7 @@ static void dst_record(struct node_xfer_conn *c)
         xc_close(c);
         return;
     }
+    xfer_mac_update(&m->mac, c->hdr, NODE_XFER_REC_SIZE);
     switch (r.type) {
     case NODE_XFER_RESERVE:
         /* Not after SYNC: the pre-fault worker reads the list then. */
@@ -683,14 +710,15 @@ static void dst_record(struct node_xfer_conn *c)
             xc_fail(c, "end record does not match the stream (length or rounds)");
             return;
         }
-        c->rs = XC_DONE;
-        uv_timer_stop(&c->timer);
+        /* The MAC tag follows: nothing counts until it is checked. */
+        c->rs = XC_TAG;
+        c->hdr_len = 0;
+        c->hdr_need = XFER_MAC_LEN;
         m->bytes = c->payload_bytes;
         m->rounds = c->next_round;
         m->scan.checksum = r.b; /* what the source computed from its frozen arena */
         m->src_frozen_us = r.c;
         m->t_end_ms = now_mono_ms();
-        dst_received(m, c->hsum);
         return;
     default:
         xc_fail(c, "unexpected record type from the source");
@@ -721,7 +749,10 @@ static void xc_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         uv_timer_again(&c->timer);
     }
     switch (c->rs) {
-    case XC_DATA:
+    case XC_DATA: {
+        struct node_migration *m = mig_by_serial(c->n, c->mig_serial);
+        if (m && m->mac_on)
+            xfer_mac_update(&m->mac, c->map + c->data_off, (size_t)nread);
         c->data_off += (uint64_t)nread;
         c->data_left -= (uint64_t)nread;
         c->payload_bytes += (uint64_t)nread;
@@ -740,6 +771,29 @@ static void xc_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             c->hdr_need = NODE_XFER_REC_SIZE;
         }
         return;
+    }
+    case XC_TAG: {
+        c->hdr_len += (size_t)nread;
+        if (c->hdr_len < c->hdr_need)
+            return;
+        struct node_migration *m = mig_by_serial(c->n, c->mig_serial);
+        if (!m) {
+            xc_close(c);
+            return;
+        }
+        bool ok = m->mac_on && xfer_mac_verify(&m->mac, c->hdr);
+        xfer_mac_close(&m->mac);
+        m->mac_on = false;
+        if (!ok) {
+            xc_fail(c, "authentication failed: the stream's MAC does not match the migration's "
+                       "secret (forged or corrupted stream)");
+            return;
+        }
+        c->rs = XC_DONE;
+        uv_timer_stop(&c->timer);
+        dst_received(m, c->hsum);
+        return;
+    }
     case XC_HELLO:
         c->hdr_len += (size_t)nread;
         if (c->hdr_len < c->hdr_need)
@@ -1705,6 +1759,8 @@ static int src_write(struct node_migration *m, uv_buf_t *bufs, unsigned n_bufs)
     struct node_xfer_conn *c = m->conn;
     if (!c || c->closing)
         return -ENOTCONN;
+    for (unsigned i = 0; i < n_bufs && m->mac_on; i++)
+        xfer_mac_update(&m->mac, bufs[i].base, bufs[i].len);
     uv_write_t *w = xmalloc(sizeof(*w));
     w->data = c;
     int rv = uv_write(w, (uv_stream_t *)&c->tcp, bufs, n_bufs, src_write_done);
@@ -1716,6 +1772,17 @@ static int src_write(struct node_migration *m, uv_buf_t *bufs, unsigned n_bufs)
 }
 
 static void src_ready(struct node_migration *m);
+
+/* Key the stream's MAC with the migration's secret (either side). */
+static int mac_start(struct node_migration *m)
+{
+    if (!m->has_secret)
+        return -ENOKEY;
+    int rv = xfer_mac_init(&m->mac, m->secret, sizeof(m->secret), (uint64_t)m->id);
+    if (rv == 0)
+        m->mac_on = true;
+    return rv;
+}
 
 static void src_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
@@ -1840,7 +1907,14 @@ static void src_maybe_end(struct node_migration *m)
         return;
     uint64_t frozen_us = (uint64_t)(now_mono_ms() - m->t_frozen_ms) * 1000;
     node_xfer_rec_encode(NODE_XFER_END, m->bytes, m->scan.checksum, frozen_us, c->end_rec);
-    uv_buf_t b = uv_buf_init((char *)c->end_rec, NODE_XFER_REC_SIZE);
+    xfer_mac_update(&m->mac, c->end_rec, NODE_XFER_REC_SIZE);
+    if (xfer_mac_final(&m->mac, c->end_rec + NODE_XFER_REC_SIZE) != 0) {
+        mig_abort(m, "cannot compute the transfer stream's MAC");
+        return;
+    }
+    xfer_mac_close(&m->mac);
+    m->mac_on = false; /* src_write must not MAC the tag */
+    uv_buf_t b = uv_buf_init((char *)c->end_rec, NODE_XFER_REC_SIZE + XFER_MAC_LEN);
     if (src_write(m, &b, 1) != 0) {
         mig_abort(m, "cannot write to the transfer connection");
         return;
@@ -1923,6 +1997,7 @@ static void src_part_hashed(struct node_migration *m, struct scan_work *s)
 struct src_batch {
     uv_write_t w;
     struct node_xfer_conn *c;
+    uint8_t *copy; /* the pages, copied: what is MAC'd is what is sent */
     uint64_t bytes;
     unsigned nbufs;
     uv_buf_t bufs[2 * WRITE_BATCH + 1];
@@ -1943,6 +2018,7 @@ static void batch_done(uv_write_t *w, int status)
     struct node_xfer_conn *c = b->c;
     c->inflight -= b->bytes;
     c->batches--;
+    free(b->copy);
     free(b);
     if (status < 0) {
         if (status != UV_ECANCELED && !c->closing)
@@ -1996,23 +2072,38 @@ static void src_pump(struct node_migration *m)
         b->w.data = b;
         uint64_t limit = cap > 0 && cap / 4 < PUMP_BATCH_BYTES ? cap / 4 + NODE_XFER_PAGE
                                                                : PUMP_BATCH_BYTES;
-        while (m->send_idx < m->send.n && k < WRITE_BATCH && b->bytes < limit) {
-            const struct node_xfer_run *r = &m->send.v[m->send_idx++];
+        /* The batch's pages, then a copy of them: the service may write a
+         * page while it waits in the socket, and the MAC must cover exactly
+         * the bytes sent (the write marks the page for the next round). */
+        size_t first = m->send_idx, last = first;
+        uint64_t bytes = 0;
+        while (last < m->send.n && last - first < WRITE_BATCH && bytes < limit)
+            bytes += m->send.v[last++].len;
+        b->copy = bytes ? xmalloc(bytes) : NULL;
+        uint64_t at = 0;
+        for (; m->send_idx < last; m->send_idx++) {
+            const struct node_xfer_run *r = &m->send.v[m->send_idx];
             uint8_t *rec = b->recs + k++ * NODE_XFER_REC_SIZE;
             node_xfer_rec_encode(NODE_XFER_PAGES, r->offset, r->len, 0, rec);
+            memcpy(b->copy + at, m->map + r->offset, r->len);
+            xfer_mac_update(&m->mac, rec, NODE_XFER_REC_SIZE);
+            xfer_mac_update(&m->mac, b->copy + at, r->len);
             b->bufs[nb++] = uv_buf_init((char *)rec, NODE_XFER_REC_SIZE);
-            b->bufs[nb++] = uv_buf_init((char *)m->map + r->offset, (unsigned)r->len);
-            b->bytes += r->len;
+            b->bufs[nb++] = uv_buf_init((char *)b->copy + at, (unsigned)r->len);
+            at += r->len;
         }
+        b->bytes = bytes;
         if (m->send_idx == m->send.n) {
             uint8_t *rec = b->recs + k * NODE_XFER_REC_SIZE;
             node_xfer_rec_encode(NODE_XFER_ROUND, m->round_no, m->send.bytes / NODE_XFER_PAGE,
                                  m->send.bytes, rec);
+            xfer_mac_update(&m->mac, rec, NODE_XFER_REC_SIZE);
             b->bufs[nb++] = uv_buf_init((char *)rec, NODE_XFER_REC_SIZE);
             m->round_closed = true;
         }
         b->nbufs = nb;
         if (uv_write(&b->w, (uv_stream_t *)&c->tcp, b->bufs, nb, batch_done) != 0) {
+            free(b->copy);
             free(b);
             mig_abort(m, "cannot write to the transfer connection");
             return;
@@ -2517,6 +2608,11 @@ static void src_connected(uv_connect_t *req, int status)
         .page_size = NODE_XFER_PAGE,
     };
     node_xfer_hello_encode(&h, c->hdr);
+    if (mac_start(m) != 0) {
+        mig_abort(m, "no transfer secret for the migration from the manager: the stream "
+                     "cannot be authenticated");
+        return;
+    }
     uv_buf_t b = uv_buf_init((char *)c->hdr, NODE_XFER_HELLO_SIZE);
     if (src_write(m, &b, 1) != 0) {
         mig_abort(m, "cannot write to the transfer connection");
@@ -2732,6 +2828,7 @@ static void src_finish_committed(struct node_migration *m)
 
 static void reconcile_one(struct node *n, json_t *mj)
 {
+    pending_secret = NULL;
     int64_t id = (int64_t)json_integer_value(json_object_get(mj, "id"));
     const char *ep = json_string_value(json_object_get(mj, "endpoint"));
     const char *src = json_string_value(json_object_get(mj, "source"));
@@ -2746,6 +2843,8 @@ static void reconcile_one(struct node *n, json_t *mj)
     if (!me_src && !me_dst)
         return;
     struct node_migration *m = mig_find(n, id);
+    if (!m)
+        pending_secret = json_string_value(json_object_get(mj, "transfer_secret"));
     if (m) {
         m->seen = true;
         if (m->is_source && m->state == S_PLANNED && strcmp(phase, "planned") != 0 &&

@@ -14,6 +14,7 @@ INTEGRATION_TESTS = \
 	tests/integration/node_agent.sh \
 	tests/integration/node_migrate.sh \
 	tests/integration/node_precopy.sh \
+	tests/integration/node_forged_stream.sh \
 	tests/integration/node_faults.sh \
 	tests/integration/node_failover.sh \
 	tests/integration/sched_overload.sh \
@@ -29,3 +30,8 @@ EXTRA_DIST += tests/integration
 print-unit-tests:
 	@echo $(filter-out $(INTEGRATION_TESTS),$(TESTS))
 .PHONY: print-unit-tests
+
+# A stray peer that sends a forged transfer stream (security.sh).
+check_PROGRAMS += tests/tools/xfer_forge
+tests_tools_xfer_forge_SOURCES = tests/tools/xfer_forge.c
+tests_tools_xfer_forge_LDADD = node/libnodecore.la common/libcommon.la
