@@ -54,7 +54,7 @@ check "the plan is answered by the leader (a follower redirects)" \
     bash -c "curl -s -o /dev/null -w '%{http_code}' $FU/v1/plan | grep -qx 307"
 "$MANAGER" --manager "$FU" plan >"$T/plan.txt"
 check "the CLI shows the plan as a table" grep -qE '^[0-9]+ +nothing +- +n1 +- +in_flight *$' "$T/plan.txt"
-check "... with the explanation" grep -q '1 migration in flight will bring it to 45%' "$T/plan.txt"
+check "... with the explanation" grep -q '1 migration in flight will bring it to cpu 45%' "$T/plan.txt"
 
 check "the leader logged the decision with its reason" \
     log_has 'decision=migrate policy=overload reason=overload endpoint=web from=n1 to=n2 auto=yes: n1 cpu 95%'
