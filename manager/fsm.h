@@ -23,7 +23,7 @@
 #include "manager/cmd.h"
 
 /* Schema version stored in the database (PRAGMA user_version). */
-#define MGR_FSM_SCHEMA_VERSION 1
+#define MGR_FSM_SCHEMA_VERSION 2
 
 /*
  * Arena placement (DESIGN.md §4): every endpoint gets a virtual address range
