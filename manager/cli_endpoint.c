@@ -6,6 +6,7 @@
  */
 #include <stddef.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "manager/cli_internal.h"
 
@@ -197,11 +198,12 @@ static const struct cli_cmd endpoint_create_cmd = {
 /* ------------------------------------------------------------------------ */
 
 struct endpoint_set_opts {
-    bool auto_migrate;
+    char *auto_migrate;
 };
 
+/* A value, not a flag: "--auto-migrate false" reads as it is meant. */
 static const struct opt_def endpoint_set_opts[] = {
-    {"auto-migrate", OPT_BOOL, NULL, 0, 0, offsetof(struct endpoint_set_opts, auto_migrate),
+    {"auto-migrate", OPT_STRING, NULL, 0, 0, offsetof(struct endpoint_set_opts, auto_migrate),
      "true|false",
      "false: the scheduler never moves it for overload or energy saving (a node drain "
      "still moves it); true: it may again",
@@ -214,7 +216,16 @@ static int endpoint_set_exec(struct cli_ctx *ctx)
     const struct endpoint_set_opts *o = ctx->opts;
     const char *name = ctx->args[0];
     struct api_response r = {0};
-    json_t *body = json_pack("{s:b}", "auto_migrate", o->auto_migrate);
+    bool on;
+
+    if (strcmp(o->auto_migrate, "true") == 0 || strcmp(o->auto_migrate, "yes") == 0)
+        on = true;
+    else if (strcmp(o->auto_migrate, "false") == 0 || strcmp(o->auto_migrate, "no") == 0)
+        on = false;
+    else
+        return cli_usage_error(ctx, "--auto-migrate: expected true or false, got \"%s\"",
+                               o->auto_migrate);
+    json_t *body = json_pack("{s:b}", "auto_migrate", on);
 
     int rv = cli_call(ctx, "PATCH", body, &r, "/v1/endpoints/%s", name);
     if (rv != CLI_OK)
@@ -223,7 +234,7 @@ static int endpoint_set_exec(struct cli_ctx *ctx)
         cli_print_response(&r);
     else
         printf("endpoint %s: automatic moves %s\n", name,
-               o->auto_migrate ? "allowed" : "off (drains still move it)");
+               on ? "allowed" : "off (drains still move it)");
 cleanup:
     api_response_clear(&r);
     json_decref(body);

@@ -91,4 +91,5 @@ check "four migrations in all, none to n1" quiet jq -e '
 check "n1's agent is still alive" alive n1
 check "node enable brings n1 back" quiet mgr m1 node enable n1
 check "... up and eligible" wait_until 5 bash -c "[ \"\$(curl -sfL $(url m1)/v1/nodes/n1?consistent | jq -r '\"\(.state) \(.eligible)\"')\" = 'up true' ]"
+check "no sanitizer report in the members' or agents' logs" bash -c "! grep -qs Sanitizer $T/m[123].log $T/n[123].log"
 done_testing

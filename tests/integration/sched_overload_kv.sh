@@ -21,6 +21,18 @@ mgr m1 endpoint create pinned --command "$KV_SERVER" --arena 16M --node n1 --cpu
 both_running() { ep_is state hot running && ep_is state pinned running; }
 check "hot and pinned run on n1" wait_until 20 both_running
 check "pinned is opted out of automatic moves" test "$(ep auto_migrate pinned)" = false
+# endpoint set, through every member (a follower redirects the write).
+for m in m1 m2 m3; do
+    check "endpoint set --auto-migrate true, asked to $m" quiet mgr "$m" endpoint set pinned --auto-migrate true
+    check "... is applied" test "$(ep auto_migrate pinned)" = true
+    check "... and back to false" quiet mgr "$m" endpoint set pinned --auto-migrate false
+    check "... shown by endpoint show" \
+        bash -c "'$MANAGER' --manager $(url "$m") endpoint show pinned | grep -q '^auto migrate: *no '"
+done
+check "endpoint set with a bad value is a usage error (exit 2)" \
+    bash -c "'$MANAGER' --manager $MGR_URLS endpoint set pinned --auto-migrate maybe 2>/dev/null; [ \$? = 2 ]"
+check "endpoint set of an unknown endpoint: not found (exit 3)" \
+    bash -c "'$MANAGER' --manager $MGR_URLS endpoint set nosuch --auto-migrate false 2>/dev/null; [ \$? = 3 ]"
 
 LU=$(url m1)
 plan() { curl -sfL --max-time 5 "$LU/v1/plan"; }
@@ -99,4 +111,5 @@ check "and no other migration was made" \
 check "n1 is back below high: no overload decision for it" \
     wait_until 10 bash -c "! curl -sfL $LU/v1/plan | jq -e '.decisions[] | select(.policy == \"overload\" and .node == \"n1\")' >/dev/null"
 check "the agents are alive" bash -c "kill -0 ${PIDS[n1]} && kill -0 ${PIDS[n2]}"
+check "no sanitizer report in the members' or agents' logs" bash -c "! grep -qs Sanitizer $T/m[123].log $T/n[123].log"
 done_testing
