@@ -1,11 +1,12 @@
 /*
  * "endpoint": the location-independent names of services (DESIGN.md §2) and
- * their directory entries. list, show, create, delete, and migrate (a
+ * their directory entries. list, show, create, set, delete, and migrate (a
  * manual live migration, DESIGN.md §4), which by default follows the
  * migration to its end.
  */
 #include <stddef.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "manager/cli_internal.h"
 
@@ -76,6 +77,12 @@ static int endpoint_show_render(struct cli_ctx *ctx, json_t *e)
     cli_kv("mem", "%s", cli_fmt_size(e, "mem", a, sizeof(a)));
     cli_kv("arena", "%s at %s", cli_fmt_size(e, "arena_size", b, sizeof(b)),
            cli_str_or(e, "arena_addr", "-"));
+    /* Absent from an older manager's answer: say nothing rather than guess. */
+    const json_t *am = json_object_get(e, "auto_migrate");
+    if (json_is_boolean(am))
+        cli_kv("auto migrate", "%s", json_is_true(am)
+                                         ? "yes"
+                                         : "no (overload and energy leave it; drains move it)");
     cli_kv("created", "%s", cli_fmt_ago(e, "created_at", a, sizeof(a)));
     cli_kv("modify index", "%s", cli_fmt_int(e, "modify_index", a, sizeof(a)));
     return CLI_OK;
@@ -103,6 +110,7 @@ struct endpoint_create_opts {
     uint64_t mem;
     uint64_t arena;
     char *node;
+    bool no_auto_migrate;
 };
 
 #define COFF(f) offsetof(struct endpoint_create_opts, f)
@@ -118,6 +126,9 @@ static const struct opt_def endpoint_create_opts[] = {
      "size of its migratable arena, e.g. 64M (default: the manager's)", false, false},
     {"node", OPT_STRING, NULL, 0, 0, COFF(node), "NODE",
      "run it on NODE rather than where the scheduler chooses", false, false},
+    {"no-auto-migrate", OPT_BOOL, NULL, 0, 0, COFF(no_auto_migrate), NULL,
+     "never move it for overload or energy saving (a node drain still moves it)", false,
+     false},
     {NULL},
 };
 
@@ -145,6 +156,8 @@ static int endpoint_create_exec(struct cli_ctx *ctx)
         json_object_set_new(body, "arena", json_integer((json_int_t)o->arena));
     if (o->node)
         json_object_set_new(body, "node", json_string(o->node));
+    if (o->no_auto_migrate)
+        json_object_set_new(body, "auto_migrate", json_false());
 
     rv = cli_call(ctx, "POST", body, &r, "/v1/endpoints");
     if (rv != CLI_OK)
@@ -178,6 +191,68 @@ static const struct cli_cmd endpoint_create_cmd = {
     .opts = endpoint_create_opts,
     .opts_size = sizeof(struct endpoint_create_opts),
     .exec = endpoint_create_exec,
+};
+
+/* ------------------------------------------------------------------------ */
+/* endpoint set                                                               */
+/* ------------------------------------------------------------------------ */
+
+struct endpoint_set_opts {
+    char *auto_migrate;
+};
+
+/* A value, not a flag: "--auto-migrate false" reads as it is meant. */
+static const struct opt_def endpoint_set_opts[] = {
+    {"auto-migrate", OPT_STRING, NULL, 0, 0, offsetof(struct endpoint_set_opts, auto_migrate),
+     "true|false",
+     "false: the scheduler never moves it for overload or energy saving (a node drain "
+     "still moves it); true: it may again",
+     true, false},
+    {NULL},
+};
+
+static int endpoint_set_exec(struct cli_ctx *ctx)
+{
+    const struct endpoint_set_opts *o = ctx->opts;
+    const char *name = ctx->args[0];
+    struct api_response r = {0};
+    bool on;
+
+    if (strcmp(o->auto_migrate, "true") == 0 || strcmp(o->auto_migrate, "yes") == 0)
+        on = true;
+    else if (strcmp(o->auto_migrate, "false") == 0 || strcmp(o->auto_migrate, "no") == 0)
+        on = false;
+    else
+        return cli_usage_error(ctx, "--auto-migrate: expected true or false, got \"%s\"",
+                               o->auto_migrate);
+    json_t *body = json_pack("{s:b}", "auto_migrate", on);
+
+    int rv = cli_call(ctx, "PATCH", body, &r, "/v1/endpoints/%s", name);
+    if (rv != CLI_OK)
+        goto cleanup;
+    if (ctx->json)
+        cli_print_response(&r);
+    else
+        printf("endpoint %s: automatic moves %s\n", name,
+               on ? "allowed" : "off (drains still move it)");
+cleanup:
+    api_response_clear(&r);
+    json_decref(body);
+    return rv;
+}
+
+static const struct cli_cmd endpoint_set_cmd = {
+    .name = "set",
+    .summary = "change an endpoint's settings (automatic moves)",
+    .description =
+        "Change how the scheduler treats endpoint NAME. With --auto-migrate false\n"
+        "the overload and energy policies never move it (they explain that it is\n"
+        "opted out); a drain of its node still moves it, as 'kubectl drain' and\n"
+        "'nomad node drain' move every workload.",
+    .args = endpoint_name_arg,
+    .opts = endpoint_set_opts,
+    .opts_size = sizeof(struct endpoint_set_opts),
+    .exec = endpoint_set_exec,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -285,7 +360,7 @@ static const struct cli_cmd endpoint_migrate_cmd = {
 /* ------------------------------------------------------------------------ */
 
 static const struct cli_cmd *const endpoint_cmds[] = {
-    &endpoint_list_cmd,   &endpoint_show_cmd,    &endpoint_create_cmd,
+    &endpoint_list_cmd,   &endpoint_show_cmd,    &endpoint_create_cmd, &endpoint_set_cmd,
     &endpoint_delete_cmd, &endpoint_migrate_cmd, NULL,
 };
 

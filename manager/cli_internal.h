@@ -237,6 +237,8 @@ void cli_table_free(struct cli_table *t); /* accepts NULL */
  * cli_status.c.
  */
 int cli_print_decisions(json_t *body, const char *empty_msg);
+/* The "projection" array of a plan as a table; nothing when absent. */
+void cli_print_projection(json_t *body);
 
 /*
  * Follow the migration MIGRATION (the manager's object, borrowed) until it is

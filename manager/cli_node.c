@@ -222,40 +222,43 @@ static const struct opt_def node_drain_opts[] = {
     {NULL},
 };
 
-/* How many endpoints the directory still places on NODE; -1 if BODY is no list. */
-static long node_endpoints_left(json_t *body, const char *node)
+/*
+ * One progress line: "  n1: draining, 2 moved, 2 left; moving kv3 -> n2
+ * (precopy), kv4 -> n3 (planned)". TOTAL is the count at the first look.
+ */
+static void drain_line(const char *node, const char *state, long total, long left,
+                       json_t *migs, char *buf, size_t len)
 {
-    json_t *list = json_object_get(body, "endpoints");
-    json_t *e;
-    size_t i;
-    long left = 0;
-
-    if (!json_is_array(list))
-        return -1;
-    json_array_foreach(list, i, e)
+    json_t *m;
+    size_t i, n = 0;
+    int k = snprintf(buf, len, "  %s: %s, %ld moved, %ld left", node, state,
+                     total > left ? total - left : 0, left);
+    json_array_foreach(migs, i, m)
     {
-        const char *on = cli_str(e, "node");
-        if (on && strcmp(on, node) == 0)
-            left++;
+        const char *src = cli_str(m, "source");
+        if (!src || strcmp(src, node) != 0 || k < 0 || (size_t)k >= len)
+            continue;
+        k += snprintf(buf + k, len - (size_t)k, "%s%s -> %s (%s)", n++ ? ", " : "; moving ",
+                      cli_str_or(m, "endpoint", "?"), cli_str_or(m, "destination", "?"),
+                      cli_str_or(m, "phase", "?"));
     }
-    return left;
 }
 
 /*
- * Follow a drain until NODE is drained. Each round blocks on whatever changes
- * next: the endpoints table while endpoints are left on the node, then the
- * node itself until the leader marks it drained. GIVE_UP_AT (monotonic ms,
- * or 0) ends the wait when the drain overruns its deadline.
+ * Follow a drain until NODE is drained. Each round is one blocking query on
+ * the node's orders (its state, the endpoints still on it and the migrations
+ * touching it: what changes while it drains), read through the leader
+ * (?consistent: a follower may not have applied the drain yet). A line is
+ * printed whenever it changes. GIVE_UP_AT (monotonic ms, or 0) ends the wait
+ * when the drain overruns its deadline.
  */
 static int node_drain_watch(struct cli_ctx *ctx, const char *node, int64_t give_up_at)
 {
-    struct api_response er = {0}, nr = {0};
+    struct api_response r = {0}, nr = {0};
     long long wait = (long long)cli_watch_wait_ms(ctx);
-    unsigned long long ep_index = 0;
-    long long node_index = 0;
-    long left = -1, shown_left = -1;
-    char shown_state[32] = "";
-    bool first = true;
+    unsigned long long index = 0;
+    long total = -1;
+    char line[1024], shown[1024] = "";
     int rv;
 
     if (!ctx->json) {
@@ -263,60 +266,44 @@ static int node_drain_watch(struct cli_ctx *ctx, const char *node, int64_t give_
         fflush(stdout);
     }
     for (;;) {
-        bool block_eps = !first && left > 0 && ep_index > 0;
-        bool block_node = !first && left == 0 && node_index > 0;
-        unsigned long long prev_ep_index = ep_index;
-        long long prev_node_index = node_index;
+        unsigned long long prev_index = index;
         int64_t started = now_mono_ms();
-        /* Without an index to block on, poll gently instead of spinning. */
-        if (!first && !block_eps && !block_node)
-            cli_pause_ms(CLI_POLL_MS);
-
-        /*
-         * Every read goes through the leader (?consistent): a follower may
-         * not have applied the drain yet, and would show the node still up.
-         */
-        if (block_eps)
-            rv = cli_call(ctx, "GET", NULL, &er,
-                          "/v1/endpoints?consistent&index=%llu&wait=%lldms", ep_index, wait);
+        if (index > 0)
+            rv = cli_call(ctx, "GET", NULL, &r,
+                          "/v1/nodes/%s/orders?consistent&index=%llu&wait=%lldms", node, index,
+                          wait);
         else
-            rv = cli_call(ctx, "GET", NULL, &er, "/v1/endpoints?consistent");
+            rv = cli_call(ctx, "GET", NULL, &r, "/v1/nodes/%s/orders?consistent", node);
         if (rv != CLI_OK)
             goto cleanup;
-        ep_index = (unsigned long long)er.index;
-        left = node_endpoints_left(er.body, node);
-        if (left < 0) {
-            rv = cli_bad_answer("no \"endpoints\" array");
+        index = (unsigned long long)r.index;
+        const char *state = cli_str(r.body, "state");
+        json_t *eps = json_object_get(r.body, "endpoints");
+        json_t *migs = json_object_get(r.body, "migrations");
+        if (!state || !json_is_array(eps) || !json_is_array(migs)) {
+            rv = cli_bad_answer("the node's orders lack \"state\", \"endpoints\" or "
+                                "\"migrations\"");
             goto cleanup;
         }
+        long left = (long)json_array_size(eps);
+        if (total < 0)
+            total = left;
 
-        if (block_node)
-            rv = cli_call(ctx, "GET", NULL, &nr, "/v1/nodes/%s?consistent&index=%lld&wait=%lldms",
-                          node, node_index, wait);
-        else
-            rv = cli_call(ctx, "GET", NULL, &nr, "/v1/nodes/%s?consistent", node);
-        if (rv != CLI_OK)
-            goto cleanup;
-        int64_t mi = 0;
-        node_index = cli_int(nr.body, "modify_index", &mi) ? (long long)mi : 0;
-        const char *state = cli_str(nr.body, "state");
-        if (!state) {
-            rv = cli_bad_answer("the node has no \"state\"");
-            goto cleanup;
-        }
-
-        if (!ctx->json && (strcmp(state, shown_state) != 0 || left != shown_left)) {
-            printf("  %s: %s, %ld endpoint%s left\n", node, state, left, left == 1 ? "" : "s");
+        drain_line(node, state, total, left, migs, line, sizeof(line));
+        if (!ctx->json && strcmp(line, shown) != 0) {
+            printf("%s\n", line);
             fflush(stdout);
-            snprintf(shown_state, sizeof(shown_state), "%s", state);
-            shown_left = left;
+            snprintf(shown, sizeof(shown), "%s", line);
         }
         if (strcmp(state, "drained") == 0) {
-            if (ctx->json)
-                cli_print_response(&nr);
-            else
+            if (ctx->json) {
+                rv = cli_call(ctx, "GET", NULL, &nr, "/v1/nodes/%s?consistent", node);
+                if (rv == CLI_OK)
+                    cli_print_response(&nr);
+            } else {
                 printf("%s is drained\n", node);
-            rv = CLI_OK;
+                rv = CLI_OK;
+            }
             goto cleanup;
         }
         if (strcmp(state, "draining") != 0) {
@@ -332,17 +319,14 @@ static int node_drain_watch(struct cli_ctx *ctx, const char *node, int64_t give_
             rv = CLI_EFAIL;
             goto cleanup;
         }
-        bool changed = block_eps ? ep_index != prev_ep_index : node_index != prev_node_index;
-        if ((block_eps || block_node) && !changed && cli_watch_too_fast(ctx, started))
+        /* Without an index to block on, or answered at once with nothing new: pause. */
+        if ((index == 0 || index == prev_index) && cli_watch_too_fast(ctx, started))
             cli_pause_ms(CLI_POLL_MS);
-        api_response_clear(&er);
-        api_response_clear(&nr);
-        memset(&er, 0, sizeof(er));
-        memset(&nr, 0, sizeof(nr));
-        first = false;
+        api_response_clear(&r);
+        memset(&r, 0, sizeof(r));
     }
 cleanup:
-    api_response_clear(&er);
+    api_response_clear(&r);
     api_response_clear(&nr);
     return rv;
 }
@@ -394,10 +378,11 @@ static const struct cli_cmd node_drain_cmd = {
     .summary = "move every endpoint off a node (maintenance)",
     .description =
         "Make NODE ineligible and move every endpoint it serves to other nodes by\n"
-        "live migration, a few at a time, within the deadline. The node ends up\n"
-        "'drained'. Without --detach the command shows progress and returns when\n"
-        "the node is drained (exit 0) or the drain stopped (exit 1). Undo with\n"
-        "'dvs-manager node enable NODE'.",
+        "live migration, a few at a time, within the deadline; endpoints opted out\n"
+        "of automatic moves are moved too. The node ends up 'drained'. Without\n"
+        "--detach the command shows progress (moved, left, migrations under way)\n"
+        "and returns when the node is drained (exit 0) or the drain stopped\n"
+        "(exit 1). Undo with 'dvs-manager node enable NODE'.",
     .args = node_arg,
     .opts = node_drain_opts,
     .opts_size = sizeof(struct node_drain_opts),

@@ -99,6 +99,7 @@ int cli_print_decisions(json_t *body, const char *empty_msg)
     }
     if (json_array_size(list) == 0) {
         printf("%s\n", empty_msg);
+        cli_print_projection(body);
         return CLI_OK;
     }
 
@@ -132,7 +133,51 @@ int cli_print_decisions(json_t *body, const char *empty_msg)
                 *c = ' ';
         printf("  %zu. %s\n", i + 1, line);
     }
+    cli_print_projection(body);
     return CLI_OK;
+}
+
+/*
+ * The plan's projected end state (docs/api.md, "projection"): each node's
+ * load now and once every migration in flight and every move of the plan has
+ * committed. Nodes the plan leaves alone are shown too: the table is the
+ * cluster after the plan.
+ */
+void cli_print_projection(json_t *body)
+{
+    static const char *const headers[] = {"NODE", "STATE", "CPU NOW", "CPU AFTER", "UTIL NOW",
+                                          "UTIL AFTER", "ENDPOINTS", "POWER", NULL};
+    json_t *list = json_object_get(body, "projection");
+    json_t *p;
+    size_t i;
+
+    if (!json_is_array(list) || json_array_size(list) == 0)
+        return;
+    printf("\nProjected end state (after the migrations in flight and the plan):\n");
+    struct cli_table *t = cli_table_new(headers);
+    json_array_foreach(list, i, p)
+    {
+        double cb = 0, ca = 0, ub = 0, ua = 0, eb = 0, ea = 0;
+        cli_num(p, "cpu_before", &cb);
+        cli_num(p, "cpu_after", &ca);
+        cli_num(p, "util_before", &ub);
+        cli_num(p, "util_after", &ua);
+        cli_num(p, "endpoints_before", &eb);
+        cli_num(p, "endpoints_after", &ea);
+        cli_table_add(t, cli_str(p, "node"));
+        cli_table_add(t, cli_str(p, "state"));
+        cli_table_addf(t, "%.2f", cb);
+        cli_table_addf(t, "%.2f", ca);
+        cli_table_addf(t, "%.0f%%", ub * 100);
+        cli_table_addf(t, "%.0f%%", ua * 100);
+        if (eb == ea)
+            cli_table_addf(t, "%.0f", eb);
+        else
+            cli_table_addf(t, "%.0f -> %.0f", eb, ea);
+        cli_table_add(t, json_is_false(json_object_get(p, "powered_after")) ? "off" : "on");
+    }
+    cli_table_print(t, stdout);
+    cli_table_free(t);
 }
 
 static int plan_render(struct cli_ctx *ctx, json_t *body)
@@ -151,6 +196,8 @@ const struct cli_cmd cli_plan_cmd = {
     .description =
         "Ask the scheduler for a dry run on the current cluster view: the\n"
         "migrations and power actions it would take now, each with its reason\n"
-        "and the figures it used. Nothing is changed.",
+        "and the figures it used, and the projected end state: every node's load\n"
+        "now and once the migrations in flight and the plan's moves have\n"
+        "committed. Nothing is changed.",
     .exec = plan_exec,
 };

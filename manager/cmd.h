@@ -34,8 +34,8 @@ enum mgr_cmd_type {
     MGR_CMD_NODE_REGISTER = 3, /* {id, address, cpu, mem} upsert; down -> up */
     MGR_CMD_NODE_STATE = 4,    /* {id, state, eligible?, reason?} */
     MGR_CMD_LOAD_SUMMARY = 5,  /* {nodes:[{id, cpu, mem, rps}]} compact, periodic */
-    MGR_CMD_ENDPOINT_CREATE = 6, /* {name, command, cpu, mem, arena, node?} */
-    MGR_CMD_ENDPOINT_UPDATE = 7, /* {name, state?, address?, node?, generation?} */
+    MGR_CMD_ENDPOINT_CREATE = 6, /* {name, command, cpu, mem, arena, node?, auto_migrate?} */
+    MGR_CMD_ENDPOINT_UPDATE = 7, /* {name, state?, address?, node?, generation?, auto_migrate?} */
     MGR_CMD_ENDPOINT_DELETE = 8, /* {name} */
     MGR_CMD_MIGRATION_CREATE = 9, /* {endpoint, destination, reason, explanation?} */
     MGR_CMD_MIGRATION_UPDATE = 10, /* {id, phase, bytes?, rounds?, downtime_ms?, error?, info?} */

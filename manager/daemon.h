@@ -65,7 +65,7 @@ struct mgr_settings {
     char *power_on_cmd;
     int64_t power_hook_timeout_ms;
     int64_t drain_deadline_ms;
-    struct mgr_sched_slot sched[MGR_SCHED_MAX_PARAMS]; /* --sched-*, by sched_params[] index */
+    struct mgr_sched_slot sched[MGR_SCHED_MAX_PARAMS]; /* --sched-*, by sched_options[] index */
 };
 
 /* Upper bounds (seconds) of the FSM apply time histogram's buckets. */

@@ -148,7 +148,8 @@ static int64_t meta_initial(int slot)
 
 /*
  * STRICT tables make SQLite itself refuse a value of the wrong type, a second
- * line of defence behind the body validation below.
+ * line of defence behind the body validation below. This is version 1 of the
+ * schema; later versions are the statements of schema_upgrades[] below.
  */
 static const char schema_sql[] =
     "CREATE TABLE meta("
@@ -209,10 +210,7 @@ static const char schema_sql[] =
     "  explanation TEXT NOT NULL,"
     "  error TEXT,"
     "  info TEXT,"
-    "  modify_index INTEGER NOT NULL,"
-    /* docs/security.md: the per-migration transfer secret (64 hex digits),
-     * shown to agents only (mgr_fsm_orders); dropped once the migration ends. */
-    "  transfer_secret TEXT) STRICT;"
+    "  modify_index INTEGER NOT NULL) STRICT;"
     /* Active migrations are few and looked up all the time. */
     "CREATE INDEX migrations_active ON migrations(endpoint) WHERE finished_at IS NULL;"
     "CREATE TABLE requests("
@@ -238,7 +236,7 @@ static const char *const table_names[] = {
     "FROM nodes n LEFT JOIN node_load l ON l.node = n.id"
 #define ENDPOINT_COLS                                                              \
     "id, name, command, cpu, mem, arena_size, arena_addr, node, address, "         \
-    "generation, state, created_at, modify_index FROM endpoints"
+    "generation, state, created_at, modify_index, auto_migrate FROM endpoints"
 #define MIGRATION_COLS                                                             \
     "id, endpoint, source, destination, reason, phase, created_at, updated_at, "   \
     "finished_at, bytes, rounds, downtime_ms, explanation, error, info, "          \
@@ -297,14 +295,17 @@ static const char *const table_names[] = {
     X(LOAD_PUT, "INSERT INTO node_load(node, time, cpu, mem, rps) "                     \
                 "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(node) DO UPDATE SET "          \
                 "time = ?2, cpu = ?3, mem = ?4, rps = ?5")                              \
-    X(EP_ROW, "SELECT id, node, address, generation, state, cpu, mem FROM endpoints "   \
+    X(EP_ROW, "SELECT id, node, address, generation, state, cpu, mem, auto_migrate "    \
+              "FROM endpoints "                                                         \
               "WHERE name = ?1")                                                        \
     X(EP_EXISTS, "SELECT 1 FROM endpoints WHERE name = ?1")                             \
     X(EP_ARENAS, "SELECT arena_addr, arena_size FROM endpoints ORDER BY arena_addr")    \
     X(EP_INSERT, "INSERT INTO endpoints(id, name, command, cpu, mem, arena_size, "      \
                  "arena_addr, node, address, generation, state, created_at, "           \
-                 "modify_index) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, 0, "      \
-                 "'pending', ?9, ?10)")                                                 \
+                 "modify_index, auto_migrate) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, " \
+                 "NULL, 0, 'pending', ?9, ?10, ?11)")                                   \
+    X(EP_SET_AUTO, "UPDATE endpoints SET auto_migrate = ?2, modify_index = ?3 "          \
+                   "WHERE name = ?1 AND auto_migrate <> ?2")                             \
     X(EP_UPDATE, "UPDATE endpoints SET node = ?2, address = ?3, generation = ?4, "      \
                  "state = ?5, modify_index = ?6 WHERE name = ?1")                       \
     X(EP_DELETE, "DELETE FROM endpoints WHERE name = ?1")                               \
@@ -670,6 +671,8 @@ static const struct field endpoint_create_fields[] = {
     {"arena", F_INT, .min = (double)MGR_ARENA_MIN, .max = (double)MGR_ARENA_MAX,
      .unit = "bytes"},
     {"node", F_NAME},
+    /* DESIGN.md §6: false keeps the automatic policies off it (drains still move it). */
+    {"auto_migrate", F_BOOL},
     {NULL},
 };
 static const struct field endpoint_update_fields[] = {
@@ -678,6 +681,7 @@ static const struct field endpoint_update_fields[] = {
     {"address", F_HOSTPORT, .nullable = true},
     {"node", F_NAME},
     {"generation", F_INT, .max = 9007199254740992.0 /* 2^53: exact in JSON */},
+    {"auto_migrate", F_BOOL},
     {NULL},
 };
 static const struct field endpoint_delete_fields[] = {
@@ -1005,6 +1009,7 @@ static json_t *endpoint_json(sqlite3_stmt *s)
     jb_set(&b, "state", col_json_text(s, 10));
     jb_set(&b, "created_at", json_integer(col_int(s, 11)));
     jb_set(&b, "modify_index", json_integer(col_int(s, 12)));
+    jb_set(&b, "auto_migrate", json_boolean(col_int(s, 13) != 0));
     return jb_done(&b);
 }
 
@@ -1154,6 +1159,7 @@ struct endpoint_row {
     char state[16];
     double cpu;
     int64_t mem;
+    bool auto_migrate;
 };
 
 static int load_endpoint(struct mgr_fsm *fsm, const char *name, struct endpoint_row *row)
@@ -1173,6 +1179,7 @@ static int load_endpoint(struct mgr_fsm *fsm, const char *name, struct endpoint_
     col_text(s, 4, row->state, sizeof(row->state));
     row->cpu = sqlite3_column_double(s, 5);
     row->mem = col_int(s, 6);
+    row->auto_migrate = col_int(s, 7) != 0;
     sqlite3_reset(s);
     return 1;
 }
@@ -1863,6 +1870,7 @@ static int cmd_endpoint_create(struct mgr_fsm *fsm, const json_t *body,
     double cpu = get_num(body, "cpu", ENDPOINT_CPU_DEFAULT);
     int64_t mem = get_int(body, "mem", ENDPOINT_MEM_DEFAULT);
     uint64_t arena = (uint64_t)get_int(body, "arena", (int64_t)MGR_ARENA_DEFAULT);
+    bool auto_migrate = !json_is_false(json_object_get(body, "auto_migrate"));
     char what[NAME_MAX_LEN + 16];
 
     int rc = exists(fsm, S_EP_EXISTS, name);
@@ -1903,8 +1911,9 @@ static int cmd_endpoint_create(struct mgr_fsm *fsm, const json_t *body,
     }
 
     int64_t id = fsm->meta[META_NEXT_ENDPOINT_ID];
-    if (db_exec(fsm, S_EP_INSERT, "ittdiiitii", id, name, command, cpu, mem, (int64_t)arena,
-                (int64_t)addr, placed[0] ? placed : NULL, fsm->now, fsm->meta[META_INDEX]) != 0)
+    if (db_exec(fsm, S_EP_INSERT, "ittdiiitiii", id, name, command, cpu, mem, (int64_t)arena,
+                (int64_t)addr, placed[0] ? placed : NULL, fsm->now, fsm->meta[META_INDEX],
+                (int64_t)auto_migrate) != 0)
         return fail_internal(fsm, res);
     fsm->meta[META_NEXT_ENDPOINT_ID] = id + 1;
     touch(fsm, MGR_T_ENDPOINTS);
@@ -2025,6 +2034,16 @@ static int cmd_endpoint_update(struct mgr_fsm *fsm, const json_t *body,
         rc = endpoint_event(fsm, name, &old, &e);
         if (rc)
             return fail_event(fsm, res, rc);
+    }
+    /* An operator's setting, allowed whatever the endpoint is doing. */
+    if (has(body, "auto_migrate")) {
+        bool want = json_is_true(json_object_get(body, "auto_migrate"));
+        if (want != e.auto_migrate) {
+            if (db_exec(fsm, S_EP_SET_AUTO, "tii", name, (int64_t)want,
+                        fsm->meta[META_INDEX]) != 0)
+                return fail_internal(fsm, res);
+            touch(fsm, MGR_T_ENDPOINTS);
+        }
     }
     return result_object(fsm, res, S_EP_JSON, endpoint_json, name, 0);
 }
@@ -2557,10 +2576,44 @@ static int schema_signature(sqlite3 *db, char **ret_sig)
     return 0;
 }
 
+/*
+ * Schema changes since version 1, one statement per version: upgrades[v - 1]
+ * takes a database from version v to v + 1. A new database is built the same
+ * way (version 1, then every upgrade), so that it and an upgraded snapshot
+ * have the very same schema text, which restore compares.
+ */
+static const char *const schema_upgrades[MGR_FSM_SCHEMA_VERSION - 1] = {
+    /* 1 -> 2 (events and stats tables, meta rows) is upgrade_v1: new
+     * databases get those tables with schema_sql. */
+    [0] = NULL,
+    /* 2 -> 3: DESIGN.md §6, per-endpoint opt-out of automatic moves; and
+     * docs/security.md, the per-migration transfer secret (64 hex digits),
+     * shown to agents only (mgr_fsm_orders), dropped once the migration ends. */
+    [1] = "ALTER TABLE endpoints ADD COLUMN auto_migrate INTEGER NOT NULL DEFAULT 1;"
+          "ALTER TABLE migrations ADD COLUMN transfer_secret TEXT",
+};
+
+/* Bring DB from schema VERSION to MGR_FSM_SCHEMA_VERSION. An SQLite code. */
+static int upgrade_schema(sqlite3 *db, long version)
+{
+    char sql[64];
+    int rc = SQLITE_OK;
+    for (long v = version; v < MGR_FSM_SCHEMA_VERSION && rc == SQLITE_OK; v++)
+        if (schema_upgrades[v - 1])
+            rc = sqlite3_exec(db, schema_upgrades[v - 1], NULL, NULL, NULL);
+    if (rc == SQLITE_OK) {
+        snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", MGR_FSM_SCHEMA_VERSION);
+        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    }
+    return rc;
+}
+
 static int create_schema(sqlite3 *db)
 {
     char sql[1024];
-    int rc = sqlite3_exec(db, schema_sql, NULL, NULL, NULL);
+    int rc = sqlite3_exec(db, schema_sql, NULL, NULL, NULL); /* version 2 */
+    if (rc == SQLITE_OK)
+        rc = upgrade_schema(db, 2);
     if (rc == SQLITE_OK) {
         snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", MGR_FSM_SCHEMA_VERSION);
         rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
@@ -2706,8 +2759,7 @@ static int upgrade_v1(sqlite3 *db)
         rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
     }
     if (rc == SQLITE_OK) {
-        snprintf(sql, sizeof(sql), "PRAGMA user_version = %d; COMMIT",
-                 MGR_FSM_SCHEMA_VERSION);
+        snprintf(sql, sizeof(sql), "PRAGMA user_version = 2; COMMIT");
         rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
     }
     if (rc == SQLITE_OK)
@@ -2742,10 +2794,16 @@ static int check_candidate(struct mgr_fsm *fsm, sqlite3 *db)
         rv = upgrade_v1(db);
         if (rv)
             return rv;
-        version = MGR_FSM_SCHEMA_VERSION;
+        version = 2;
     }
-    if (version != MGR_FSM_SCHEMA_VERSION)
+    if (version < 2)
         return DVS_EPROTO;
+    if (version < MGR_FSM_SCHEMA_VERSION) {
+        /* A snapshot of an older version: upgraded like a new database. */
+        rc = upgrade_schema(db, version);
+        if (rc != SQLITE_OK)
+            return rc == SQLITE_NOMEM ? -ENOMEM : DVS_EPROTO;
+    }
 
     char *sig = NULL;
     rv = schema_signature(db, &sig);

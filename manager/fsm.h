@@ -24,10 +24,11 @@
 
 /*
  * Schema version stored in the database (PRAGMA user_version). Version 2
- * added the events and stats tables; a version 1 snapshot is upgraded when
+ * added the events and stats tables, version 3 the endpoints' auto_migrate
+ * and the migrations' transfer_secret; older snapshots are upgraded when
  * restored (so a member of the new version can join a cluster of the old).
  */
-#define MGR_FSM_SCHEMA_VERSION 2
+#define MGR_FSM_SCHEMA_VERSION 3
 
 /*
  * Arena placement (DESIGN.md §4): every endpoint gets a virtual address range

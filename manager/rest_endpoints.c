@@ -49,6 +49,7 @@ void rest_post_endpoints(struct api_req *req, void *data)
         {"mem", API_J_INT, false},
         {"arena", API_J_INT, false},
         {"node", API_J_STRING, false},
+        {"auto_migrate", API_J_BOOL, false},
         {NULL},
     };
     json_t *body = rest_write_body(m, req, fields);
@@ -65,6 +66,7 @@ void rest_patch_endpoint(struct api_req *req, void *data)
         {"address", API_J_STRING, false},
         {"node", API_J_STRING, false},
         {"generation", API_J_INT, false},
+        {"auto_migrate", API_J_BOOL, false},
         {NULL},
     };
     json_t *body = rest_write_body(m, req, fields);
@@ -74,7 +76,7 @@ void rest_patch_endpoint(struct api_req *req, void *data)
         json_decref(body);
         api_reply_error(req, 400, "bad_request", NULL,
                         "nothing to change: give one or more of state, address, node, "
-                        "generation");
+                        "generation, auto_migrate");
         return;
     }
     json_object_set_new(body, "name", json_string(api_req_param(req, "name")));

@@ -40,14 +40,7 @@
 #include "common/util.h"
 #include "dvs.h"
 #include "manager/daemon.h"
-/*
- * scheduler/sched.h calls its table entry "struct sched_param", a tag POSIX
- * <sched.h> (pulled in by uv.h) already uses: the library's is renamed in
- * this file. Struct tags have no linkage, so the objects are unchanged.
- */
-#define sched_param mgr_sched_param_def
 #include "scheduler/sched.h"
-#undef sched_param
 
 #define COMP "sched"
 
@@ -64,15 +57,15 @@ extern char **environ;
 #define HOOK_EOF_GRACE_MS 500
 
 /* ======================================================================== */
-/* Options: one --sched-* flag per entry of sched_params[] (STYLE.md 15)     */
+/* Options: one --sched-* flag per entry of sched_options[] (STYLE.md 15)     */
 /* ======================================================================== */
 
 /* "overload_window_ms" -> "sched-overload-window". */
-static char *option_name(const struct mgr_sched_param_def *p)
+static char *option_name(const struct sched_option *p)
 {
     char *name = xasprintf("sched-%s", p->name);
     size_t n = strlen(name);
-    if (p->type == SCHED_PARAM_DURATION && n > 3 && strcmp(name + n - 3, "_ms") == 0)
+    if (p->type == SCHED_OPT_DURATION && n > 3 && strcmp(name + n - 3, "_ms") == 0)
         name[n - 3] = '\0';
     for (char *c = name; *c; c++)
         if (*c == '_')
@@ -103,41 +96,41 @@ const struct opt_def *mgr_sched_options(const struct opt_def *base)
     size_t nb = 0;
     while (base[nb].name)
         nb++;
-    assert(sched_n_params <= MGR_SCHED_MAX_PARAMS);
-    table = xcalloc(nb + sched_n_params + 1, sizeof(*table));
+    assert(sched_n_options <= MGR_SCHED_MAX_PARAMS);
+    table = xcalloc(nb + sched_n_options + 1, sizeof(*table));
     memcpy(table, base, nb * sizeof(*table));
 
-    for (size_t i = 0; i < sched_n_params; i++) {
-        const struct mgr_sched_param_def *p = &sched_params[i];
+    for (size_t i = 0; i < sched_n_options; i++) {
+        const struct sched_option *p = &sched_options[i];
         struct opt_def *d = &table[nb + i];
         size_t slot = offsetof(struct mgr_settings, sched) + i * sizeof(struct mgr_sched_slot);
         d->name = option_name(p);
         d->min = p->min;
         d->max = p->max;
         switch (p->type) {
-        case SCHED_PARAM_FRACTION:
-        case SCHED_PARAM_CORES:
-        case SCHED_PARAM_RATE:
+        case SCHED_OPT_FRACTION:
+        case SCHED_OPT_CORES:
+        case SCHED_OPT_RATE:
             d->type = OPT_DOUBLE;
             d->def = xasprintf("%.10g", p->def);
             d->offset = slot + offsetof(struct mgr_sched_slot, num);
-            d->metavar = p->type == SCHED_PARAM_FRACTION ? "FRACTION"
-                         : p->type == SCHED_PARAM_CORES  ? "CORES"
+            d->metavar = p->type == SCHED_OPT_FRACTION ? "FRACTION"
+                         : p->type == SCHED_OPT_CORES  ? "CORES"
                                                          : "BYTES/S";
             break;
-        case SCHED_PARAM_DURATION:
+        case SCHED_OPT_DURATION:
             d->type = OPT_DURATION;
             d->def = duration_text(p->def);
             d->offset = slot + offsetof(struct mgr_sched_slot, i64);
             d->metavar = "DURATION";
             break;
-        case SCHED_PARAM_COUNT:
+        case SCHED_OPT_COUNT:
             d->type = OPT_INT;
             d->def = xasprintf("%.0f", p->def);
             d->offset = slot + offsetof(struct mgr_sched_slot, i64);
             d->metavar = "N";
             break;
-        case SCHED_PARAM_MODE:
+        case SCHED_OPT_MODE:
             d->type = OPT_STRING;
             d->def = sched_mode_name((enum sched_mode)(int)p->def);
             d->min = d->max = 0;
@@ -183,23 +176,23 @@ static int settings_to_config(const struct mgr_settings *cfg, struct sched_confi
     char msg[256];
 
     sched_config_default(&c);
-    for (size_t i = 0; i < sched_n_params; i++) {
-        const struct mgr_sched_param_def *p = &sched_params[i];
+    for (size_t i = 0; i < sched_n_options; i++) {
+        const struct sched_option *p = &sched_options[i];
         const struct mgr_sched_slot *slot = &cfg->sched[i];
         char *opt = option_name(p);
         double v = 0;
         int rc = 0;
         switch (p->type) {
-        case SCHED_PARAM_FRACTION:
-        case SCHED_PARAM_CORES:
-        case SCHED_PARAM_RATE:
+        case SCHED_OPT_FRACTION:
+        case SCHED_OPT_CORES:
+        case SCHED_OPT_RATE:
             v = slot->num;
             break;
-        case SCHED_PARAM_DURATION:
-        case SCHED_PARAM_COUNT:
+        case SCHED_OPT_DURATION:
+        case SCHED_OPT_COUNT:
             v = (double)slot->i64;
             break;
-        case SCHED_PARAM_MODE: {
+        case SCHED_OPT_MODE: {
             enum sched_mode mode = SCHED_MODE_OFF;
             if (!slot->str || sched_mode_parse(slot->str, &mode) != 0) {
                 snprintf(err, errlen, "--%s \"%s\": expected off, recommend or automatic", opt,
@@ -509,6 +502,7 @@ static void view_nodes(struct mgr_sched *s, struct view *w)
         sn->base_load.cpu = num(load, "cpu");
         sn->base_load.mem = num(load, "mem");
         w->sampled_at[i] = int_of(load, "time");
+        sn->load_unknown = !json_is_object(load);
         sn->drain_deadline = int_of(o, "drain_deadline");
         if (sn->state == SCHED_NODE_STANDBY) {
             bool waking = g && g->power == SCHED_POWER_WAKING;
@@ -569,7 +563,8 @@ static void view_endpoints(struct view *w)
         }
         e->arena_size = (uint64_t)int_of(o, "arena_size");
         e->last_source = SCHED_NONE;
-        e->opt_out = false; /* the FSM has no per-endpoint opt-out yet */
+        /* DESIGN.md §6: no automatic moves (drains still move it). */
+        e->opt_out = json_is_false(json_object_get(o, "auto_migrate"));
     }
     w->v.endpoints = w->eps;
     w->v.n_endpoints = k;

@@ -2,7 +2,7 @@
  * The manager's side of the scheduler (DESIGN.md §6): the pure library in
  * scheduler/ decides, this module feeds it and carries its decisions out.
  *
- *   - Configuration: one --sched-* option per entry of sched_params[] (the
+ *   - Configuration: one --sched-* option per entry of sched_options[] (the
  *     library's own table gives names, defaults, bounds and help), plus
  *     --automation, --sched-interval, the power hooks and the default drain
  *     deadline in daemon.c's table.
@@ -28,7 +28,7 @@
 struct mgr;
 struct mgr_settings;
 
-/* Room for the generated --sched-* options (sched_n_params must not exceed it). */
+/* Room for the generated --sched-* options (sched_n_options must not exceed it). */
 #define MGR_SCHED_MAX_PARAMS 32
 
 /* Where one generated --sched-* option stores its value: the member its type uses. */

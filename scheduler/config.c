@@ -26,87 +26,87 @@
  * histories; QEMU's 300 ms default maximum downtime; the 1 Gbit/s bandwidth
  * a node reports before its first migration was measured.
  */
-const struct sched_param sched_params[] = {
-    P(high_mark, SCHED_PARAM_FRACTION, 0.80, 0.01, 1.0,
+const struct sched_option sched_options[] = {
+    P(high_mark, SCHED_OPT_FRACTION, 0.80, 0.01, 1.0,
       "utilization above which a node is overloaded; destinations stay below it"),
-    P(target_mark, SCHED_PARAM_FRACTION, 0.70, 0.01, 1.0,
+    P(target_mark, SCHED_OPT_FRACTION, 0.70, 0.01, 1.0,
       "an overloaded node sheds down to this; energy destinations stay at or below it"),
-    P(low_mark, SCHED_PARAM_FRACTION, 0.20, 0.0, 1.0,
+    P(low_mark, SCHED_OPT_FRACTION, 0.20, 0.0, 1.0,
       "average utilization below which the cluster is underused (energy policy)"),
-    P(overload_window_ms, SCHED_PARAM_DURATION, 2 * MIN_MS, 0, DAY_MS,
+    P(overload_window_ms, SCHED_OPT_DURATION, 2 * MIN_MS, 0, DAY_MS,
       "how long a node must stay above high_mark before it sheds"),
-    P(power_off_window_ms, SCHED_PARAM_DURATION, 40 * MIN_MS, 0, 7 * DAY_MS,
+    P(power_off_window_ms, SCHED_OPT_DURATION, 40 * MIN_MS, 0, 7 * DAY_MS,
       "how long the cluster must stay underused before a node is emptied and powered off"),
-    P(power_on_window_ms, SCHED_PARAM_DURATION, 5 * MIN_MS, 0, DAY_MS,
+    P(power_on_window_ms, SCHED_OPT_DURATION, 5 * MIN_MS, 0, DAY_MS,
       "how long the cluster must stay above high_mark (or below the reserve) before a standby node is woken"),
-    P(power_on_timeout_ms, SCHED_PARAM_DURATION, 10 * MIN_MS, 1000, DAY_MS,
+    P(power_on_timeout_ms, SCHED_OPT_DURATION, 10 * MIN_MS, 1000, DAY_MS,
       "a woken node that has not come up within this is given up and another one is woken"),
-    P(cooldown_ms, SCHED_PARAM_DURATION, 10 * MIN_MS, 0, DAY_MS,
+    P(cooldown_ms, SCHED_OPT_DURATION, 10 * MIN_MS, 0, DAY_MS,
       "minimum time between two automatic moves of one endpoint"),
-    P(return_block_ms, SCHED_PARAM_DURATION, 60 * MIN_MS, 0, 7 * DAY_MS,
+    P(return_block_ms, SCHED_OPT_DURATION, 60 * MIN_MS, 0, 7 * DAY_MS,
       "an automatic move never sends an endpoint back to the node its last move left within this"),
-    P(backoff_base_ms, SCHED_PARAM_DURATION, 30 * 1000.0, 0, DAY_MS,
+    P(backoff_base_ms, SCHED_OPT_DURATION, 30 * 1000.0, 0, DAY_MS,
       "after an aborted migration, wait this, doubled at each further abort, before retrying"),
-    P(backoff_max_ms, SCHED_PARAM_DURATION, 30 * MIN_MS, 0, 7 * DAY_MS,
+    P(backoff_max_ms, SCHED_OPT_DURATION, 30 * MIN_MS, 0, 7 * DAY_MS,
       "cap of the retry backoff"),
-    P(max_aborts, SCHED_PARAM_COUNT, 5, 1, 1000,
+    P(max_aborts, SCHED_OPT_COUNT, 5, 1, 1000,
       "automatic policies give up on an endpoint after this many consecutive aborts"),
-    P(max_per_node, SCHED_PARAM_COUNT, 2, 1, 1000,
+    P(max_per_node, SCHED_OPT_COUNT, 2, 1, 1000,
       "migrations at once per node, as source or destination (all policies and manual moves)"),
-    P(max_cluster, SCHED_PARAM_COUNT, 8, 1, 100000,
+    P(max_cluster, SCHED_OPT_COUNT, 8, 1, 100000,
       "migrations at once in the whole cluster (all policies and manual moves)"),
-    P(power_reserve_cpu, SCHED_PARAM_CORES, 0, 0, 1e9,
+    P(power_reserve_cpu, SCHED_OPT_CORES, 0, 0, 1e9,
       "cores of headroom below the high marks of powered-on nodes that the energy policy keeps"),
-    P(min_powered_on, SCHED_PARAM_COUNT, 2, 1, 1000000,
+    P(min_powered_on, SCHED_OPT_COUNT, 2, 1, 1000000,
       "the energy policy never leaves fewer eligible powered-on nodes than this"),
-    P(bandwidth, SCHED_PARAM_RATE, 125e6, 1e3, 1e12,
+    P(bandwidth, SCHED_OPT_RATE, 125e6, 1e3, 1e12,
       "migration bandwidth (bytes/s) assumed for a node that reports none"),
-    P(downtime_budget_ms, SCHED_PARAM_DURATION, 300, 1, HOUR_MS,
+    P(downtime_budget_ms, SCHED_OPT_DURATION, 300, 1, HOUR_MS,
       "automatic moves must predict a downtime within this"),
-    P(commit_overhead_ms, SCHED_PARAM_DURATION, 10, 0, MIN_MS,
+    P(commit_overhead_ms, SCHED_OPT_DURATION, 10, 0, MIN_MS,
       "fixed cost of freeze, metadata and commit, added to every predicted downtime"),
-    P(max_rounds, SCHED_PARAM_COUNT, 30, 1, 1000,
+    P(max_rounds, SCHED_OPT_COUNT, 30, 1, 1000,
       "pre-copy rounds before the final frozen copy"),
-    P(overload_mode, SCHED_PARAM_MODE, SCHED_MODE_AUTOMATIC, 0, 2,
+    P(overload_mode, SCHED_OPT_MODE, SCHED_MODE_AUTOMATIC, 0, 2,
       "overload policy: off, recommend or automatic"),
-    P(energy_mode, SCHED_PARAM_MODE, SCHED_MODE_OFF, 0, 2,
+    P(energy_mode, SCHED_OPT_MODE, SCHED_MODE_OFF, 0, 2,
       "energy policy (power off/on): off, recommend or automatic"),
 };
 
-const size_t sched_n_params = sizeof(sched_params) / sizeof(sched_params[0]);
+const size_t sched_n_options = sizeof(sched_options) / sizeof(sched_options[0]);
 
-const struct sched_param *sched_param_find(const char *name)
+const struct sched_option *sched_option_find(const char *name)
 {
     if (name == NULL)
         return NULL;
-    for (size_t i = 0; i < sched_n_params; i++)
-        if (strcmp(sched_params[i].name, name) == 0)
-            return &sched_params[i];
+    for (size_t i = 0; i < sched_n_options; i++)
+        if (strcmp(sched_options[i].name, name) == 0)
+            return &sched_options[i];
     return NULL;
 }
 
-double sched_config_get(const struct sched_config *cfg, const struct sched_param *p)
+double sched_config_get(const struct sched_config *cfg, const struct sched_option *p)
 {
     const char *base = (const char *)cfg + p->offset;
     switch (p->type) {
-    case SCHED_PARAM_FRACTION:
-    case SCHED_PARAM_CORES:
-    case SCHED_PARAM_RATE: {
+    case SCHED_OPT_FRACTION:
+    case SCHED_OPT_CORES:
+    case SCHED_OPT_RATE: {
         double v;
         memcpy(&v, base, sizeof(v));
         return v;
     }
-    case SCHED_PARAM_DURATION: {
+    case SCHED_OPT_DURATION: {
         int64_t v;
         memcpy(&v, base, sizeof(v));
         return (double)v;
     }
-    case SCHED_PARAM_COUNT: {
+    case SCHED_OPT_COUNT: {
         uint32_t v;
         memcpy(&v, base, sizeof(v));
         return (double)v;
     }
-    case SCHED_PARAM_MODE: {
+    case SCHED_OPT_MODE: {
         enum sched_mode v;
         memcpy(&v, base, sizeof(v));
         return (double)v;
@@ -116,26 +116,26 @@ double sched_config_get(const struct sched_config *cfg, const struct sched_param
 }
 
 /* Store VALUE, already checked against P's bounds. */
-static void param_store(struct sched_config *cfg, const struct sched_param *p, double value)
+static void param_store(struct sched_config *cfg, const struct sched_option *p, double value)
 {
     char *base = (char *)cfg + p->offset;
     switch (p->type) {
-    case SCHED_PARAM_FRACTION:
-    case SCHED_PARAM_CORES:
-    case SCHED_PARAM_RATE:
+    case SCHED_OPT_FRACTION:
+    case SCHED_OPT_CORES:
+    case SCHED_OPT_RATE:
         memcpy(base, &value, sizeof(value));
         break;
-    case SCHED_PARAM_DURATION: {
+    case SCHED_OPT_DURATION: {
         int64_t v = (int64_t)value;
         memcpy(base, &v, sizeof(v));
         break;
     }
-    case SCHED_PARAM_COUNT: {
+    case SCHED_OPT_COUNT: {
         uint32_t v = (uint32_t)value;
         memcpy(base, &v, sizeof(v));
         break;
     }
-    case SCHED_PARAM_MODE: {
+    case SCHED_OPT_MODE: {
         enum sched_mode v = (enum sched_mode)(int)value;
         memcpy(base, &v, sizeof(v));
         break;
@@ -143,14 +143,14 @@ static void param_store(struct sched_config *cfg, const struct sched_param *p, d
     }
 }
 
-static bool param_integral(const struct sched_param *p)
+static bool param_integral(const struct sched_option *p)
 {
-    return p->type == SCHED_PARAM_DURATION || p->type == SCHED_PARAM_COUNT ||
-           p->type == SCHED_PARAM_MODE;
+    return p->type == SCHED_OPT_DURATION || p->type == SCHED_OPT_COUNT ||
+           p->type == SCHED_OPT_MODE;
 }
 
 /* Is VALUE acceptable for P on its own? Fills MSG when not. */
-static bool param_check(const struct sched_param *p, double value, char *msg, size_t msglen)
+static bool param_check(const struct sched_option *p, double value, char *msg, size_t msglen)
 {
     const char *what = NULL;
     if (!isfinite(value))
@@ -162,15 +162,15 @@ static bool param_check(const struct sched_param *p, double value, char *msg, si
     if (what == NULL)
         return true;
     if (msg != NULL && msglen > 0) {
-        if (p->type == SCHED_PARAM_MODE)
+        if (p->type == SCHED_OPT_MODE)
             snprintf(msg, msglen, "%s %.10g: %s; accepted: 0 (off), 1 (recommend), 2 (automatic)",
                      p->name, value, what);
         else
             snprintf(msg, msglen, "%s %.10g: %s; accepted: %.10g to %.10g%s", p->name, value, what,
                      p->min, p->max,
-                     p->type == SCHED_PARAM_DURATION ? " ms"
-                     : p->type == SCHED_PARAM_RATE   ? " bytes/s"
-                     : p->type == SCHED_PARAM_CORES  ? " cores"
+                     p->type == SCHED_OPT_DURATION ? " ms"
+                     : p->type == SCHED_OPT_RATE   ? " bytes/s"
+                     : p->type == SCHED_OPT_CORES  ? " cores"
                                                      : "");
     }
     return false;
@@ -179,14 +179,14 @@ static bool param_check(const struct sched_param *p, double value, char *msg, si
 void sched_config_default(struct sched_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
-    for (size_t i = 0; i < sched_n_params; i++)
-        param_store(cfg, &sched_params[i], sched_params[i].def);
+    for (size_t i = 0; i < sched_n_options; i++)
+        param_store(cfg, &sched_options[i], sched_options[i].def);
 }
 
 int sched_config_set(struct sched_config *cfg, const char *name, double value, char *msg,
                      size_t msglen)
 {
-    const struct sched_param *p = sched_param_find(name);
+    const struct sched_option *p = sched_option_find(name);
     if (p == NULL) {
         if (msg != NULL && msglen > 0)
             snprintf(msg, msglen, "unknown scheduler setting \"%s\"", name ? name : "(null)");
@@ -202,8 +202,8 @@ int sched_config_validate(const struct sched_config *cfg, char *msg, size_t msgl
 {
     if (msg != NULL && msglen > 0)
         msg[0] = '\0';
-    for (size_t i = 0; i < sched_n_params; i++) {
-        const struct sched_param *p = &sched_params[i];
+    for (size_t i = 0; i < sched_n_options; i++) {
+        const struct sched_option *p = &sched_options[i];
         if (!param_check(p, sched_config_get(cfg, p), msg, msglen))
             return -EINVAL;
     }

@@ -24,6 +24,7 @@ static void observe(struct sched__ctx *ctx)
     struct sched_plan *plan = ctx->plan;
     double load[SCHED_NRES] = {0}, cap[SCHED_NRES] = {0};
     double spare = 0;
+    bool unmeasured = false; /* an eligible powered-on node has not reported its load yet */
 
     for (size_t r = 0; r < v->n_nodes; r++) {
         uint32_t i = ctx->by_rank[r];
@@ -51,6 +52,7 @@ static void observe(struct sched__ctx *ctx)
         if (n->state == SCHED_NODE_UP && n->eligible && n->power == SCHED_POWER_ON) {
             for (int k = 0; k < SCHED_NRES; k++)
                 cap[k] += w->cap[k];
+            unmeasured |= n->load_unknown;
             if (!h->evacuating) {
                 double room = cfg->high_mark * w->cap[SCHED_CPU] - w->proj[SCHED_CPU];
                 spare += room > 0 ? room : 0;
@@ -77,7 +79,17 @@ static void observe(struct sched__ctx *ctx)
 
     const struct sched_cluster_hist *in = &v->hist;
     struct sched_cluster_hist *out = &plan->cluster_hist;
-    bool underused = util < cfg->low_mark;
+    /*
+     * Underused needs something to save and figures to judge by: a cluster
+     * without eligible powered-on capacity is not underused (there is no
+     * node to power off), nor is one whose nodes have not all reported a
+     * load yet (a node that just registered, or a new leader's first look,
+     * would otherwise start the power-off window on figures of zero).
+     * A cluster with capacity but no endpoints is underused, as VMware DPM
+     * has it: idle hosts beyond min_powered_on and the reserve are powered
+     * off (docs/scheduler.md).
+     */
+    bool underused = cap[SCHED_CPU] > 0 && !unmeasured && util < cfg->low_mark;
     bool pressure = util > cfg->high_mark ||
                     (cfg->power_reserve_cpu > 0 && spare < cfg->power_reserve_cpu);
     out->underused = underused;

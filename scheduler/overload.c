@@ -161,6 +161,12 @@ static uint32_t candidates(struct sched__ctx *ctx, uint32_t s, struct ocand *out
     return n;
 }
 
+/* Utilization of W in resource R after the planned moves (0: not accounted). */
+static double res_util(const struct sched__node *w, enum sched_resource r)
+{
+    return w->cap[r] > 0 ? w->proj[r] / w->cap[r] : 0;
+}
+
 static int shed(struct sched__ctx *ctx, const struct source *src, struct ocand *cands,
                 bool automatic)
 {
@@ -186,14 +192,17 @@ static int shed(struct sched__ctx *ctx, const struct source *src, struct ocand *
         d = sched__decide(ctx, SCHED_ACT_NOTHING, SCHED_POL_OVERLOAD, SCHED_R_IN_FLIGHT, automatic);
         if (d == NULL)
             return -ENOMEM;
+        /* Every resource ends within target: show the one that was over. */
         d->node = s;
+        d->fig.resource = src->res;
         d->fig.src_before = src->util;
-        d->fig.src_after = util;
+        d->fig.src_after = res_util(w, src->res);
         d->fig.mark = cfg->target_mark;
         d->fig.count = w->flying_out;
-        sched__say(d, "%s%" PRIu32 " migration%s in flight will bring it to %.0f%%, within "
+        sched__say(d, "%s%" PRIu32 " migration%s in flight will bring it to %s %.0f%%, within "
                       "target %.0f%%",
-                   prefix, w->flying_out, w->flying_out == 1 ? "" : "s", util * 100,
+                   prefix, w->flying_out, w->flying_out == 1 ? "" : "s",
+                   sched_resource_name(src->res), d->fig.src_after * 100,
                    cfg->target_mark * 100);
         return 0;
     }
@@ -263,15 +272,22 @@ static int shed(struct sched__ctx *ctx, const struct source *src, struct ocand *
     if (d == NULL)
         return -ENOMEM;
     d->node = s;
+    d->fig.resource = src->res;
     d->fig.src_before = src->util;
-    d->fig.src_after = util;
+    d->fig.src_after = res_util(w, src->res);
     d->fig.mark = cfg->target_mark;
     d->fig.held_ms = src->held;
     d->fig.window_ms = cfg->overload_window_ms;
     sched__say(d, "%s", prefix);
-    if (moved > 0)
-        sched__say(d, "after %" PRIu32 " move%s still at %.0f%%; ", moved, moved == 1 ? "" : "s",
-                   util * 100);
+    if (moved > 0) {
+        /* Name the resource still over target; it may not be the one that started it. */
+        enum sched_resource over;
+        sched__util(w, w->proj, &over);
+        if (d->fig.src_after > cfg->target_mark)
+            over = src->res;
+        sched__say(d, "after %" PRIu32 " move%s still at %s %.0f%%; ", moved,
+                   moved == 1 ? "" : "s", sched_resource_name(over), res_util(w, over) * 100);
+    }
     switch (why) {
     case SCHED_R_CONCURRENCY:
         if (cluster_full)

@@ -55,16 +55,25 @@ int sched__emit_move(struct sched__ctx *ctx, enum sched_policy policy, enum sche
     d->node = src;
     d->endpoint = ep;
     d->dest = dst;
+    /*
+     * Each node's figures are of one resource, named in the text: the
+     * source's dominant one before the move (what it is relieved of), the
+     * destination's dominant one after it (what it is checked on). A
+     * "before" of one resource next to an "after" of another read as a
+     * change that never happened.
+     */
+    double dst_proj[SCHED_NRES];
+    memcpy(dst_proj, t->proj, sizeof(dst_proj));
     d->fig.src_before = sched__util(s, s->proj, &sres);
-    d->fig.dst_before = sched__util(t, t->proj, NULL);
     d->fig.mark = mark == SCHED__BELOW_HIGH ? cfg->high_mark : cfg->target_mark;
 
     sched__apply_move(ctx, ep, src, dst, live);
     sched__mark_shedding(ctx, src);
 
     d->fig.resource = sres;
-    d->fig.src_after = sched__util(s, s->proj, NULL);
+    d->fig.src_after = s->cap[sres] > 0 ? s->proj[sres] / s->cap[sres] : 0;
     d->fig.dst_after = sched__util(t, t->proj, &dres);
+    d->fig.dst_before = t->cap[dres] > 0 ? dst_proj[dres] / t->cap[dres] : 0;
     if (live) {
         sched_predict(cfg, e->arena_size, e->dirty_rate, sched__bandwidth(ctx, src, dst),
                       &d->fig.cost);
@@ -80,9 +89,9 @@ int sched__emit_move(struct sched__ctx *ctx, enum sched_policy policy, enum sche
                                                  : "stopped");
     sched__say(d, " to ");
     sched__say_node_change(d, &v->nodes[dst], dres, d->fig.dst_before, d->fig.dst_after);
-    sched__say(d, ", %s %.0f%%), leaving %s at %.0f%%",
+    sched__say(d, ", %s %.0f%%), leaving %s at %s %.0f%%",
                mark == SCHED__BELOW_HIGH ? "below high" : "within target", d->fig.mark * 100,
-               v->nodes[src].id, d->fig.src_after * 100);
+               v->nodes[src].id, sched_resource_name(sres), d->fig.src_after * 100);
     if (live)
         sched__say_cost(d, &d->fig.cost, cfg);
     return 0;

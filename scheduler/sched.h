@@ -73,7 +73,7 @@ enum sched_mode {
 /*
  * The policy configuration. Fill it with sched_config_default(), change what
  * the operator set, then check it with sched_config_validate(). Units are in
- * the field names' comments; sched_params[] describes every field (name,
+ * the field names' comments; sched_options[] describes every field (name,
  * unit, default, bounds, help) so the manager can drive its option table and
  * --help from it.
  */
@@ -136,19 +136,19 @@ void sched_config_default(struct sched_config *cfg);
 int sched_config_validate(const struct sched_config *cfg, char *msg, size_t msglen);
 
 /* The kind of value a configuration field holds, to parse and print it. */
-enum sched_param_type {
-    SCHED_PARAM_FRACTION, /* double, 0..1 ("0.8"; shown as 80%) */
-    SCHED_PARAM_DURATION, /* int64_t milliseconds */
-    SCHED_PARAM_COUNT,    /* uint32_t */
-    SCHED_PARAM_CORES,    /* double, cpu cores */
-    SCHED_PARAM_RATE,     /* double, bytes per second */
-    SCHED_PARAM_MODE,     /* enum sched_mode */
+enum sched_option_type {
+    SCHED_OPT_FRACTION, /* double, 0..1 ("0.8"; shown as 80%) */
+    SCHED_OPT_DURATION, /* int64_t milliseconds */
+    SCHED_OPT_COUNT,    /* uint32_t */
+    SCHED_OPT_CORES,    /* double, cpu cores */
+    SCHED_OPT_RATE,     /* double, bytes per second */
+    SCHED_OPT_MODE,     /* enum sched_mode */
 };
 
 /* One configuration field: the declarative table the manager's options use. */
-struct sched_param {
+struct sched_option {
     const char *name; /* field name, e.g. "high_mark" */
-    enum sched_param_type type;
+    enum sched_option_type type;
     size_t offset;    /* offsetof(struct sched_config, field) */
     double def;       /* default, in the field's unit */
     double min, max;  /* inclusive bounds, in the field's unit */
@@ -156,11 +156,11 @@ struct sched_param {
 };
 
 /* The table (read-only), and its length. */
-extern const struct sched_param sched_params[];
-extern const size_t sched_n_params;
+extern const struct sched_option sched_options[];
+extern const size_t sched_n_options;
 
 /* The entry for NAME, or NULL. */
-const struct sched_param *sched_param_find(const char *name);
+const struct sched_option *sched_option_find(const char *name);
 
 /*
  * Set field NAME of CFG to VALUE (in the field's unit; a mode is 0/1/2).
@@ -172,7 +172,7 @@ const struct sched_param *sched_param_find(const char *name);
 int sched_config_set(struct sched_config *cfg, const char *name, double value, char *msg,
                      size_t msglen);
 /* The value of field P in CFG, in the field's unit. */
-double sched_config_get(const struct sched_config *cfg, const struct sched_param *p);
+double sched_config_get(const struct sched_config *cfg, const struct sched_option *p);
 
 const char *sched_mode_name(enum sched_mode mode); /* "off", "recommend", "automatic" */
 /* "off" / "recommend" / "automatic" -> *ret_mode. 0 or -EINVAL. */
@@ -243,6 +243,12 @@ struct sched_node {
      * would shed the same load twice.
      */
     struct sched_load base_load;
+    /*
+     * No load measurement has reached the caller yet (base_load is a guess
+     * of zero). While any eligible powered-on node is unmeasured the cluster
+     * does not count as underused: no power-off window starts on no data.
+     */
+    bool load_unknown;
     double bandwidth;           /* measured migration bandwidth, bytes/s; 0 = config default */
     int64_t drain_deadline;     /* DRAINING: when the drain must be over; 0 = none */
     struct sched_node_hist hist;

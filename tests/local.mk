@@ -22,7 +22,9 @@ INTEGRATION_TESTS = \
 	tests/integration/sched_drain.sh \
 	tests/integration/sched_automation.sh \
 	tests/integration/observability.sh \
-	tests/integration/security.sh
+	tests/integration/security.sh \
+	tests/integration/sched_drain_kv.sh \
+	tests/integration/sched_overload_kv.sh
 TESTS += $(INTEGRATION_TESTS)
 EXTRA_DIST += tests/integration
 

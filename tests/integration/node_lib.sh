@@ -56,7 +56,8 @@ low_port() {
     echo "$p"
 }
 
-# cluster_up: three manager members, elected, and MGR_URLS set.
+# cluster_up [extra serve flags...]: three manager members, elected, and
+# MGR_URLS set.
 cluster_up() {
     local boot i
     for i in 1 2 3; do
@@ -65,7 +66,7 @@ cluster_up() {
     done
     boot=$(bootstrap_list 3)
     for i in 1 2 3; do start_member "m$i" --bootstrap "$boot" --node-ttl 3s \
-        --load-summary-interval 1s --migration-timeout 20s; done
+        --load-summary-interval 1s --migration-timeout 20s "$@"; done
     if ! wait_until 30 has_leader m1 m2 m3; then
         TAP_FAILED=1 # so that the EXIT trap shows the members' logs
         bail "the managers elected no leader"

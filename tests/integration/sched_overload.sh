@@ -54,7 +54,10 @@ check "the plan is answered by the leader (a follower redirects)" \
     bash -c "curl -s -o /dev/null -w '%{http_code}' $FU/v1/plan | grep -qx 307"
 "$MANAGER" --manager "$FU" plan >"$T/plan.txt"
 check "the CLI shows the plan as a table" grep -qE '^[0-9]+ +nothing +- +n1 +- +in_flight *$' "$T/plan.txt"
-check "... with the explanation" grep -q '1 migration in flight will bring it to 45%' "$T/plan.txt"
+check "... with the explanation" grep -q '1 migration in flight will bring it to cpu 45%' "$T/plan.txt"
+check "... and the projected end state: n1 from 3.8 to 1.8 cores, n2 from 0.2 to 2.2" \
+    bash -c "grep -qE '^n1 +up +3\.80 +1\.80 +95% +45% +2 -> 1 +on *$' $T/plan.txt &&
+             grep -qE '^n2 +up +0\.20 +2\.20 +[0-9]+% +55% +0 -> 1 +on *$' $T/plan.txt"
 
 check "the leader logged the decision with its reason" \
     log_has 'decision=migrate policy=overload reason=overload endpoint=web from=n1 to=n2 auto=yes: n1 cpu 95%'

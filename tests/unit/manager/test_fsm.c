@@ -1625,10 +1625,9 @@ static void restore_refuses_other_schemas_and_keeps_the_old_state(void **state)
     json_t *before = mgr_fsm_dump(f->fsm);
     size_t len;
 
-    char newer_sql[64];
-    snprintf(newer_sql, sizeof(newer_sql), "PRAGMA user_version = %d",
-             MGR_FSM_SCHEMA_VERSION + 1);
-    void *newer = doctor_snapshot(f->fsm, newer_sql, &len);
+    char pragma[64];
+    snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", MGR_FSM_SCHEMA_VERSION + 1);
+    void *newer = doctor_snapshot(f->fsm, pragma, &len);
     assert_int_equal(mgr_fsm_restore(f->fsm, newer, len), -EPROTONOSUPPORT);
     sqlite3_free(newer);
 
@@ -1653,6 +1652,76 @@ static void restore_refuses_other_schemas_and_keeps_the_old_state(void **state)
     assert_json_equal(before, after);
     json_decref(after);
     json_decref(before);
+}
+
+/* A snapshot of schema version 2 (before auto_migrate and transfer_secret)
+ * restores, upgraded. */
+static void restore_upgrades_a_version_2_snapshot(void **state)
+{
+    struct fx *f = *state;
+    populate(f);
+    json_t *before = mgr_fsm_dump(f->fsm);
+    size_t len;
+    void *v1 = doctor_snapshot(f->fsm,
+                               "ALTER TABLE endpoints DROP COLUMN auto_migrate; "
+                               "ALTER TABLE migrations DROP COLUMN transfer_secret; "
+                               "PRAGMA user_version = 2",
+                               &len);
+    struct mgr_fsm *copy;
+    assert_int_equal(mgr_fsm_open(&copy), 0);
+    assert_int_equal(mgr_fsm_restore(copy, v1, len), 0);
+    json_t *after = mgr_fsm_dump(copy);
+    assert_json_equal(before, after);
+    json_t *kv = mgr_fsm_endpoint(copy, "kv");
+    assert_true(json_is_true(json_object_get(kv, "auto_migrate")));
+    json_decref(kv);
+    json_decref(after);
+    json_decref(before);
+    mgr_fsm_close(copy);
+    sqlite3_free(v1);
+}
+
+/* DESIGN.md §6: the per-endpoint opt-out of automatic moves. */
+static void auto_migrate_is_set_at_creation_and_changed_by_update(void **state)
+{
+    struct fx *f = *state;
+    add_node(f, "n1", 4, 1ll << 30);
+    OK(f, MGR_CMD_ENDPOINT_CREATE, "{'name':'a','command':'/bin/svc','node':'n1'}");
+    json_t *e = endpoint(f, "a");
+    assert_true(json_is_true(json_object_get(e, "auto_migrate")));
+    json_decref(e);
+    OK(f, MGR_CMD_ENDPOINT_CREATE,
+       "{'name':'b','command':'/bin/svc','node':'n1','auto_migrate':false}");
+    e = endpoint(f, "b");
+    assert_true(json_is_false(json_object_get(e, "auto_migrate")));
+    int64_t idx = num(e, "modify_index");
+    json_decref(e);
+    FAILS(f, DVS_EBADREQUEST, "auto_migrate", MGR_CMD_ENDPOINT_CREATE,
+          "{'name':'c','command':'/bin/svc','auto_migrate':'no'}");
+    FAILS(f, DVS_EBADREQUEST, "auto_migrate", MGR_CMD_ENDPOINT_UPDATE,
+          "{'name':'b','auto_migrate':0}");
+
+    /* Set back; an update that changes nothing leaves the row alone. */
+    OK(f, MGR_CMD_ENDPOINT_UPDATE, "{'name':'b','auto_migrate':true}");
+    e = endpoint(f, "b");
+    assert_true(json_is_true(json_object_get(e, "auto_migrate")));
+    assert_true(num(e, "modify_index") > idx);
+    idx = num(e, "modify_index");
+    json_decref(e);
+    OK(f, MGR_CMD_ENDPOINT_UPDATE, "{'name':'b','auto_migrate':true}");
+    e = endpoint(f, "b");
+    assert_int_equal(num(e, "modify_index"), idx);
+    json_decref(e);
+
+    /* It is the operator's, allowed while the endpoint migrates. */
+    add_node(f, "n2", 4, 1ll << 30);
+    OK(f, MGR_CMD_ENDPOINT_UPDATE, "{'name':'b','state':'running','address':'10.0.0.1:9000'}");
+    OK(f, MGR_CMD_MIGRATION_CREATE, "{'endpoint':'b','destination':'n2','reason':'manual'}");
+    OK(f, MGR_CMD_ENDPOINT_UPDATE, "{'name':'b','auto_migrate':false}");
+    e = endpoint(f, "b");
+    assert_true(json_is_false(json_object_get(e, "auto_migrate")));
+    assert_string_equal(str(e, "state"), "migrating");
+    json_decref(e);
 }
 
 static void restore_wakes_every_watcher(void **state)
@@ -1794,7 +1863,7 @@ static void queries_return_the_shapes_of_the_api(void **state)
                                             "state_reason", "modify_index", NULL};
     static const char *const endpoint_keys[] = {
         "name", "id", "command", "cpu", "mem", "arena_size", "arena_addr", "node", "address",
-        "generation", "state", "created_at", "modify_index", NULL};
+        "generation", "state", "created_at", "modify_index", "auto_migrate", NULL};
     static const char *const migration_keys[] = {
         "id", "endpoint", "source", "destination", "reason", "phase", "created_at",
         "updated_at", "finished_at", "bytes", "rounds", "downtime_ms", "explanation", "error",
@@ -2352,6 +2421,8 @@ static void restore_upgrades_a_version_1_snapshot(void **state)
     void *v1 = doctor_snapshot(f->fsm,
                                "DROP TABLE events; DROP TABLE stats; DELETE FROM meta WHERE key "
                                "IN ('index_events', 'next_event_id', 'events_retention'); "
+                               "ALTER TABLE endpoints DROP COLUMN auto_migrate; "
+                               "ALTER TABLE migrations DROP COLUMN transfer_secret; "
                                "PRAGMA user_version = 1",
                                &len);
     struct fx *g = NULL;
@@ -2447,6 +2518,8 @@ int main(void)
         T(snapshot_restored_into_a_fresh_fsm_equals_the_original),
         T(restore_of_garbage_fails_and_keeps_the_old_state),
         T(restore_refuses_other_schemas_and_keeps_the_old_state),
+        T(restore_upgrades_a_version_2_snapshot),
+        T(auto_migrate_is_set_at_creation_and_changed_by_update),
         T(restore_wakes_every_watcher),
         T(raft_fsm_applies_encoded_entries),
         T(raft_fsm_counts_undecodable_entries_without_crashing),

@@ -315,7 +315,7 @@ static const struct overload_case overload_cases[] = {
         .n1_base = 0.5, .hot_for = 3 * MIN, .others = {5, 5, 6},
         .eps = {{"a", 1.5, 64, 0}, {"b", 1.5, 65, 0}, {"c", 1.5, 66, 0}, {"d", 4, 8192, 0}},
         .moved = {"a", "b"}, .dest = {"n2", "n3"}, .other_reason = -1,
-        .text = "to n2 (cpu 50% -> 65%, below high 80%), leaving n1 at 75%",
+        .text = "to n2 (cpu 50% -> 65%, below high 80%), leaving n1 at cpu 75%",
     },
     {
         .name = "waits for the sustained window",
@@ -661,7 +661,7 @@ static void migrations_in_flight_count_before_shedding_more(void **state)
     evaluate(c, T0);
     assert_int_equal(count(c, SCHED_ACT_MIGRATE), 0);
     assert_text(find(c, SCHED_ACT_NOTHING, SCHED_R_IN_FLIGHT),
-                "1 migration in flight will bring it to 60%");
+                "1 migration in flight will bring it to cpu 60%");
     /* The node stays hot until the move commits. */
     assert_true(c->plan.node_hist[n1].hot);
 }
@@ -1161,24 +1161,24 @@ static void config_validation_names_the_bad_field(void **state)
 
     for (size_t k = 0; k < sizeof(bad_configs) / sizeof(bad_configs[0]); k++) {
         const struct bad_config *b = &bad_configs[k];
-        const struct sched_param *p = sched_param_find(b->field);
+        const struct sched_option *p = sched_option_find(b->field);
         assert_non_null(p);
         sched_config_default(&cfg);
         /* Write the raw value, as a buggy caller would, bypassing the setter. */
         char *field = (char *)&cfg + p->offset;
         switch (p->type) {
-        case SCHED_PARAM_FRACTION:
-        case SCHED_PARAM_CORES:
-        case SCHED_PARAM_RATE:
+        case SCHED_OPT_FRACTION:
+        case SCHED_OPT_CORES:
+        case SCHED_OPT_RATE:
             memcpy(field, &b->value, sizeof(double));
             break;
-        case SCHED_PARAM_DURATION: {
+        case SCHED_OPT_DURATION: {
             int64_t v = (int64_t)b->value;
             memcpy(field, &v, sizeof(v));
             break;
         }
-        case SCHED_PARAM_COUNT:
-        case SCHED_PARAM_MODE:
+        case SCHED_OPT_COUNT:
+        case SCHED_OPT_MODE:
             if (b->value == floor(b->value)) {
                 uint32_t v = (uint32_t)b->value;
                 memcpy(field, &v, sizeof(v));
@@ -1201,12 +1201,12 @@ static void config_validation_names_the_bad_field(void **state)
     assert_true(cfg.high_mark == 0.8); /* unchanged on failure */
     assert_int_equal(sched_config_set(&cfg, "cooldown_ms", 60000, msg, sizeof(msg)), 0);
     assert_int_equal(cfg.cooldown_ms, 60000);
-    assert_true(sched_config_get(&cfg, sched_param_find("cooldown_ms")) == 60000);
+    assert_true(sched_config_get(&cfg, sched_option_find("cooldown_ms")) == 60000);
 
     /* Every table entry's default is what sched_config_default stores. */
     sched_config_default(&cfg);
-    for (size_t i = 0; i < sched_n_params; i++)
-        assert_true(sched_config_get(&cfg, &sched_params[i]) == sched_params[i].def);
+    for (size_t i = 0; i < sched_n_options; i++)
+        assert_true(sched_config_get(&cfg, &sched_options[i]) == sched_options[i].def);
 
     enum sched_mode m;
     assert_int_equal(sched_mode_parse("recommend", &m), 0);
@@ -1409,6 +1409,75 @@ static void empty_and_unplaced_views_plan_nothing(void **state)
     assert_int_equal(c->plan.n_decisions, 0);
 }
 
+/*
+ * Underuse (docs/scheduler.md): a cluster with nodes but no endpoints is
+ * underused and powers idle nodes off down to min_powered_on, as DPM does;
+ * a cluster with no eligible powered-on capacity is not (nothing to save),
+ * nor is one where a node has not reported its load yet.
+ */
+static void underuse_needs_capacity_and_measurements(void **state)
+{
+    struct cluster *c = *state;
+    c->cfg.power_off_window_ms = 10 * MIN;
+    add_node(c, "n1", 4, 0.1);
+    add_node(c, "n2", 4, 0.1);
+    add_node(c, "n3", 4, 0.1);
+
+    /* One node not measured yet: no window starts. */
+    c->nodes[2].load_unknown = true;
+    evaluate(c, T0);
+    assert_false(c->plan.cluster_hist.underused);
+    assert_int_equal(c->plan.n_decisions, 0);
+
+    /* All measured, no endpoint at all: underused, and after the window one node goes. */
+    c->nodes[2].load_unknown = false;
+    evaluate(c, T0 + SEC);
+    assert_true(c->plan.cluster_hist.underused);
+    keep_history(c);
+    evaluate(c, T0 + SEC + 10 * MIN);
+    assert_int_equal(count(c, SCHED_ACT_POWER_OFF), 1);
+    assert_text(find(c, SCHED_ACT_POWER_OFF, -1), "< low 20%");
+    apply_plan(c, T0 + SEC + 10 * MIN);
+    keep_history(c);
+    /* Two left: min_powered_on holds them on however long the cluster idles. */
+    evaluate(c, T0 + SEC + 60 * MIN);
+    assert_int_equal(count(c, SCHED_ACT_POWER_OFF), 0);
+
+    /* No eligible powered-on capacity: not underused, nothing to power off. */
+    for (size_t i = 0; i < c->nn; i++)
+        if (c->nodes[i].power == SCHED_POWER_ON) {
+            c->nodes[i].state = SCHED_NODE_DRAINED;
+            c->nodes[i].eligible = false;
+        }
+    evaluate(c, T0 + SEC + 61 * MIN);
+    assert_false(c->plan.cluster_hist.underused);
+    assert_int_equal(count(c, SCHED_ACT_POWER_OFF), 0);
+}
+
+/*
+ * Each node's percentages in a text are of one resource, and named: the
+ * destination below is fuller in cpu before the move but in mem after it,
+ * and must not read "mem 65% -> 75%" (65% being its cpu).
+ */
+static void explanations_do_not_mix_resources(void **state)
+{
+    struct cluster *c = *state;
+    uint32_t n1 = add_node(c, "n1", 4, 3.4);
+    uint32_t n2 = add_node(c, "n2", 4, 2.6);
+    c->nodes[n2].capacity.mem = 1 * GIB;
+    c->nodes[n2].base_load.mem = 0.5 * GIB;
+    add_ep(c, "web", n1, 0.2, 256, 0);
+    hot_since(c, n1, T0 - 10 * MIN);
+    evaluate(c, T0);
+    const struct sched_decision *d = move_of(c, "web");
+    assert_non_null(d);
+    assert_text(d, "to n2 (mem 50% -> 75%, below high 80%), leaving n1 at cpu 85%");
+    assert_int_equal(d->fig.resource, SCHED_CPU);
+    assert_true(fabs(d->fig.src_before - 0.90) < 1e-9 && fabs(d->fig.src_after - 0.85) < 1e-9);
+    assert_true(fabs(d->fig.dst_before - 0.50) < 1e-9 && fabs(d->fig.dst_after - 0.75) < 1e-9);
+    assert_text(find(c, SCHED_ACT_NOTHING, -1), "after 1 move still at cpu 85%");
+}
+
 
 /* ------------------------------------------------------------------------ */
 /* Projection and allocation failures                                        */
@@ -1507,6 +1576,8 @@ int main(void)
         T(decisions_are_deterministic_whatever_the_input_order),
         T(energy_plans_are_deterministic_too),
         T(empty_and_unplaced_views_plan_nothing),
+        T(underuse_needs_capacity_and_measurements),
+        T(explanations_do_not_mix_resources),
         T(projection_applies_in_flight_and_planned_moves),
         T(every_allocation_failure_returns_enomem),
     };
