@@ -65,6 +65,8 @@ struct lin_op {
     enum kv_hist_op kind;
     bool acked;       /* has a completion: must be linearized */
     bool ret_valid;   /* get: ret is a value the object can hold */
+    uint32_t twin;    /* unknown outcome: the previous such operation with the
+                         same kind and argument, + 1; 0 if none */
 };
 
 struct lin_node {
@@ -140,6 +142,22 @@ static bool lin_parse_i64(const char *s, int64_t *ret)
     return true;
 }
 
+/* Order operations of unknown outcome by kind, argument, then invocation.
+ * qsort has no context argument; the checker runs on one thread per call,
+ * and this is set only around the sort. */
+static _Thread_local const struct lin_op *lin_twin_ops;
+
+static int lin_cmp_twin(const void *pa, const void *pb)
+{
+    uint32_t ia = *(const uint32_t *)pa, ib = *(const uint32_t *)pb;
+    const struct lin_op *a = &lin_twin_ops[ia], *b = &lin_twin_ops[ib];
+    if (a->kind != b->kind)
+        return a->kind < b->kind ? -1 : 1;
+    if (a->arg != b->arg)
+        return a->arg < b->arg ? -1 : 1;
+    return ia < ib ? -1 : ia > ib;
+}
+
 /* Build k->ops from the history's operations idx[0..n) (all on one key).
  * Returns 0 or -ENOMEM; sets k->why when the key cannot be searched. */
 static int lin_key_build(struct lin_key *k, const size_t *idx, size_t n)
@@ -201,6 +219,27 @@ static int lin_key_build(struct lin_key *k, const size_t *idx, size_t n)
             break;
         }
     }
+
+    /* Twins: operations of unknown outcome that do the same thing (incr 1,
+     * delete) are interchangeable once both are invoked, so the search
+     * only ever linearizes the earliest one left (see lin_search). k->ops
+     * is in invocation order. */
+    uint32_t *order = calloc(k->n ? k->n : 1, sizeof(*order));
+    if (order == NULL)
+        return -ENOMEM;
+    size_t nu = 0;
+    for (size_t i = 0; i < k->n; i++)
+        if (!k->ops[i].acked)
+            order[nu++] = (uint32_t)i;
+    lin_twin_ops = k->ops;
+    qsort(order, nu, sizeof(*order), lin_cmp_twin);
+    lin_twin_ops = NULL;
+    for (size_t i = 1; i < nu; i++) {
+        const struct lin_op *a = &k->ops[order[i - 1]], *b = &k->ops[order[i]];
+        if (a->kind == b->kind && a->arg == b->arg)
+            k->ops[order[i]].twin = order[i - 1] + 1;
+    }
+    free(order);
     return 0;
 }
 
@@ -440,7 +479,15 @@ static int lin_search(const struct lin_key *k, enum kv_lin_result *ret_result,
             break; /* only operations of unknown outcome left: they never happened */
         if (entry->call) {
             int64_t next;
-            if (lin_step(k, state, &k->ops[entry->op], &next)) {
+            const struct lin_op *o = &k->ops[entry->op];
+            uint32_t tw = o->twin;
+            /* A twin invoked earlier and still open would do the same:
+             * taking this one instead only multiplies the configurations
+             * (symmetry reduction; sound because neither has a completion
+             * and both are invoked). */
+            bool earlier_twin_open =
+                tw != 0 && !(bits[(tw - 1) / 64] & (UINT64_C(1) << ((tw - 1) % 64)));
+            if (!earlier_twin_open && lin_step(k, state, o, &next)) {
                 uint32_t i = entry->op;
                 bits[i / 64] |= UINT64_C(1) << (i % 64);
                 uint64_t h2 = hash ^ zobrist[i];
