@@ -10,7 +10,8 @@ examples_libkv_la_SOURCES = \
 	examples/kv/siphash.c examples/kv/siphash.h \
 	examples/kv/table.c examples/kv/table.h \
 	examples/kv/service.c examples/kv/service.h \
-	examples/kv/history.c examples/kv/history.h
+	examples/kv/history.c examples/kv/history.h \
+	examples/kv/lincheck.c examples/kv/lincheck.h
 
 bin_PROGRAMS += examples/dvs-kv examples/dvs-kv-client
 

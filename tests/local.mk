@@ -5,6 +5,19 @@ tests_unit_common_test_opts_SOURCES = tests/unit/common/test_opts.c
 tests_unit_common_test_opts_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
 tests_unit_common_test_opts_LDADD = common/libcommon.la $(CMOCKA_LIBS)
 
+# dvs-lincheck: the linearizability checker's command line (the checker is
+# examples/kv/lincheck.c), for the integration tests; and its unit tests.
+noinst_PROGRAMS += tests/tools/dvs-lincheck
+tests_tools_dvs_lincheck_SOURCES = tests/tools/dvs-lincheck.c
+tests_tools_dvs_lincheck_LDADD = examples/libkv.la libdvs/libdvs.la common/libcommon.la
+
+check_PROGRAMS += tests/unit/lincheck/test_lincheck
+TESTS += tests/unit/lincheck/test_lincheck
+tests_unit_lincheck_test_lincheck_SOURCES = tests/unit/lincheck/test_lincheck.c
+tests_unit_lincheck_test_lincheck_CFLAGS = $(AM_CFLAGS) $(CMOCKA_CFLAGS)
+tests_unit_lincheck_test_lincheck_LDADD = examples/libkv.la libdvs/libdvs.la \
+	common/libcommon.la $(CMOCKA_LIBS)
+
 # Integration tests: bash scripts that start real processes on loopback and
 # speak TAP. They share tests/integration/lib.sh.
 INTEGRATION_TESTS = \

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds with -Werror, runs every
 # test (unit and integration: real daemons on loopback), then builds again
-# with AddressSanitizer + UBSan and runs the unit tests there.
+# with AddressSanitizer + UBSan and runs the unit tests there, and runs each
+# fuzz target for a bounded time (DVS_FUZZ_SECONDS, default 20; 0 replays
+# the committed seeds only).
 #   sudo bash tools/check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +41,14 @@ if ! ASAN_OPTIONS=detect_leaks=1 make -C build/asan -j2 check TESTS="$unit_tests
     for t in $unit_tests; do [ -f "build/asan/$t.log" ] && grep -q -E "^not ok|ERROR: AddressSanitizer|runtime error" "build/asan/$t.log" && { echo "---- $t"; tail -n 80 "build/asan/$t.log"; }; done
 fi
 summarize build/asan
+
+echo "==> fuzz: each libFuzzer target for ${DVS_FUZZ_SECONDS:-20} s (fuzz/run.sh)"
+if DVS_FUZZ_BUILD="$(pwd)/build/fuzz" bash fuzz/run.sh "${DVS_FUZZ_SECONDS:-20}"; then
+    passed=$((passed + 1))
+else
+    failed=$((failed + 1))
+    status=1
+fi
 
 echo
 echo "$passed passed, $failed failed, $skipped skipped"

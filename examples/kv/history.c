@@ -72,6 +72,9 @@ struct kv_history {
     struct kv_hop *ops;
     size_t n, cap;
     char *endpoint;
+    size_t lines;     /* the last line read (or appended) */
+    uint64_t t_last;  /* the last time read (or appended) */
+    uint64_t next_process; /* above every process seen */
 };
 
 /* A process' operation in flight while reading. */
@@ -102,6 +105,21 @@ const char *kv_history_endpoint(const struct kv_history *h)
 size_t kv_history_ops(const struct kv_history *h)
 {
     return h->n;
+}
+
+void kv_history_entry(const struct kv_history *h, size_t i, struct kv_hist_entry *ret)
+{
+    const struct kv_hop *o = &h->ops[i];
+    *ret = (struct kv_hist_entry){.key = o->key,
+                                  .in = o->in,
+                                  .out = o->out,
+                                  .process = o->process,
+                                  .t_inv = o->t_inv,
+                                  .t_done = o->t_done,
+                                  .line_inv = o->line_inv,
+                                  .line_done = o->line_done,
+                                  .op = (enum kv_hist_op)o->op,
+                                  .result = (enum kv_hist_type)o->result};
 }
 
 /* ===========================================================================
@@ -199,6 +217,30 @@ static int kv_add_op(struct kv_history *h, struct kv_hop **ret)
     return 0;
 }
 
+int kv_history_append_read(struct kv_history *h, const char *key, const char *value)
+{
+    struct kv_hop *o;
+    int rv = kv_add_op(h, &o);
+    if (rv != 0)
+        return rv;
+    o->op = KV_HIST_GET;
+    o->result = KV_HIST_OK;
+    o->process = h->next_process++;
+    o->t_inv = ++h->t_last;
+    o->t_done = ++h->t_last;
+    o->line_inv = ++h->lines;
+    o->line_done = ++h->lines;
+    o->key = strdup(key);
+    o->out = value ? strdup(value) : NULL;
+    if (o->key == NULL || (value != NULL && o->out == NULL)) {
+        free(o->key);
+        free(o->out);
+        h->n--;
+        return -ENOMEM;
+    }
+    return 0;
+}
+
 #define BAD(...)                                                              \
     do {                                                                      \
         int n_ = snprintf(err, errlen, "%s:%zu: ", name, lineno);             \
@@ -264,6 +306,8 @@ int kv_history_read(FILE *f, const char *name, struct kv_history **ret_history,
         if (t < last_t)
             BAD("time %" PRIu64 " goes back (previous line: %" PRIu64 ")", t, last_t);
         last_t = t;
+        if (process >= h->next_process)
+            h->next_process = process + 1;
 
         size_t p;
         for (p = 0; p < npending && pending[p].process != process; p++)
@@ -342,6 +386,8 @@ int kv_history_read(FILE *f, const char *name, struct kv_history **ret_history,
         goto out;
     }
     /* Invocations still pending at the end keep their KV_HIST_INFO. */
+    h->lines = lineno;
+    h->t_last = last_t;
 
 out:
     free(line);

@@ -102,6 +102,36 @@ size_t kv_history_ops(const struct kv_history *h);
  */
 typedef int (*kv_final_fn)(void *data, const char *key, char **ret_value);
 
+/*
+ * One operation of a parsed history, as the linearizability checker
+ * (lincheck.h) sees it. Strings are owned by the history. Events are
+ * ordered by line: line_inv < line_done, and the lines of a file are in
+ * time order.
+ */
+struct kv_hist_entry {
+    const char *key;
+    const char *in;       /* the invocation's value; NULL for nil */
+    const char *out;      /* the ok completion's value; NULL for nil or none */
+    uint64_t process;
+    uint64_t t_inv;
+    uint64_t t_done;      /* UINT64_MAX unless ok or fail */
+    size_t line_inv;
+    size_t line_done;     /* 0 if none (an invocation still pending at the end) */
+    enum kv_hist_op op;
+    enum kv_hist_type result; /* KV_HIST_OK, KV_HIST_FAIL or KV_HIST_INFO */
+};
+
+/* Operation i (0 <= i < kv_history_ops(h)). */
+void kv_history_entry(const struct kv_history *h, size_t i, struct kv_hist_entry *ret);
+
+/*
+ * Append a completed get of key that returned value (NULL: absent), begun
+ * after every event of the history and ended before the next one appended:
+ * the final read `verify` makes of the service. Its lines number on from
+ * the file's last line. Returns 0 or -ENOMEM.
+ */
+int kv_history_append_read(struct kv_history *h, const char *key, const char *value);
+
 struct kv_check_summary {
     size_t keys;       /* distinct keys in the history */
     size_t registers;  /* keys checked as registers (put/get/delete) */
