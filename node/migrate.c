@@ -1151,11 +1151,26 @@ static void unfreeze_answered(struct node *n, int err, struct node_ctl_msg *repl
     }
 }
 
+/* This agent's part is over: the agent's /metrics counts it. */
+static void mig_metrics(struct node_migration *m, bool committed, int64_t downtime_ms)
+{
+    struct node_mig_stats st = {
+        .role = m->is_source ? NODE_MIG_SOURCE : NODE_MIG_DESTINATION,
+        .committed = committed,
+        .bytes_sent = m->is_source ? m->bytes : 0,
+        .bytes_received = m->is_source ? 0 : m->bytes,
+        .downtime_ms = downtime_ms,
+        .duration_ms = now_mono_ms() - m->t_start_ms,
+    };
+    node_metrics_migration_done(m->n, &st);
+}
+
 /* The abort is committed (docs/migration.md step 6). */
 static void finish_aborted(struct node_migration *m)
 {
     struct node *n = m->n;
     int64_t took = now_mono_ms() - m->t_start_ms;
+    mig_metrics(m, false, -1);
     log_info(COMP, "migration=%" PRId64 " endpoint=%s role=%s phase=aborted total_ms=%" PRId64
                    " error=\"%s\"",
              m->id, m->endpoint, m->is_source ? "source" : "destination", took,
@@ -1679,6 +1694,7 @@ static void start_answered(struct node *n, int err, struct node_ctl_msg *reply, 
     node_inst_promote(inst);
     int64_t total = now_mono_ms() - m->t_start_ms;
     int64_t downtime = mig_downtime_ms(m);
+    mig_metrics(m, true, -1);
     log_info(COMP, "migration=%" PRId64 " endpoint=%s role=destination phase=committed gen=%" PRIu64
                    " address=%s bytes=%" PRIu64 " downtime_ms=%" PRId64 " total_ms=%" PRId64,
              m->id, m->endpoint, inst->generation, inst->address, m->bytes, downtime, total);
@@ -2795,6 +2811,7 @@ static void src_endpoint_read(struct node *n, const struct node_call_result *res
         inst->state = INST_SERVING;
         node_inst_stop(inst, "moved away");
     }
+    mig_metrics(m, true, m->t_frozen_ms > 0 ? now_mono_ms() - m->t_frozen_ms : -1);
     log_info(COMP, "migration=%" PRId64 " endpoint=%s role=source phase=committed to=%s "
                    "gen=%" PRId64 " address=%s total_ms=%" PRId64 " frozen_ms=%" PRId64,
              m->id, m->endpoint, m->peer, (int64_t)gen, addr ? addr : "?", total,
