@@ -29,7 +29,7 @@ DEBS=${DVS_TEST_DEBS:-$T/debs}
 
 if [ -z "${DVS_TEST_DEBS:-}" ]; then
     start=$(now_ms)
-    if DEB_BUILD_OPTIONS="parallel=$(nproc) nocheck" \
+    if DEB_BUILD_OPTIONS="parallel=$(nproc) nocheck noddebs" \
         bash "$DVS_SRCDIR/packaging/build-deb.sh" "$DEBS" >"$T/build.log" 2>&1; then
         ok "dpkg-buildpackage -us -uc -b builds (packaging/build-deb.sh)"
     else
