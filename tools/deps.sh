@@ -3,8 +3,11 @@
 # everything is already there.
 DVS_DEB_PACKAGES="build-essential autoconf automake libtool pkg-config
  libraft-dev libuv1-dev libsqlite3-dev libcurl4-openssl-dev libcmocka-dev
- libmicrohttpd-dev libjansson-dev jq curl iproute2 procps
- debhelper dpkg-dev fakeroot systemd"
+ libmicrohttpd-dev libjansson-dev jq curl iproute2 procps"
+
+# Packaging (packaging/README.md, tests/integration/packaging.sh): debhelper
+# and dpkg-dev build the .deb files; systemd brings systemd-analyze.
+DVS_DEB_PACKAGES+=" debhelper dpkg-dev fakeroot systemd"
 
 dvs_install_deps() {
     local missing=()
