@@ -279,6 +279,50 @@ static bool is_set(const struct opt_def *d, const void *settings)
     }
 }
 
+/*
+ * The flag at argv[*I]: its name into NAME and its value into *RET_VALUE (a
+ * pointer into ARGV, or "true" for a bare boolean flag); *I advances past a
+ * separate value. "--config" is taken with its FILE even if the table lacks
+ * it. 0, or -EINVAL with ERR filled.
+ */
+static int take_flag(const struct opt_def *defs, int argc, char **argv, int *i, char *name,
+                     size_t namelen, const char **ret_value, char *err, size_t errlen)
+{
+    const char *arg = argv[*i];
+    if (strncmp(arg, "--", 2) != 0) {
+        snprintf(err, errlen, "unexpected argument \"%s\" (options start with --)", arg);
+        return -EINVAL;
+    }
+    const char *eq = strchr(arg + 2, '=');
+    size_t nl = eq ? (size_t)(eq - arg - 2) : strlen(arg + 2);
+    if (nl >= namelen) {
+        snprintf(err, errlen, "unknown option \"%.64s...\"", arg);
+        return -EINVAL;
+    }
+    memcpy(name, arg + 2, nl);
+    name[nl] = '\0';
+    const struct opt_def *d = find(defs, name);
+    if (!d && strcmp(name, "config") != 0) {
+        snprintf(err, errlen, "unknown option --%s (see --help)", name);
+        return -EINVAL;
+    }
+    if (eq) {
+        *ret_value = eq + 1;
+    } else if (d && d->type == OPT_BOOL &&
+               (*i + 1 >= argc || strncmp(argv[*i + 1], "--", 2) == 0 ||
+                (strcmp(argv[*i + 1], "true") && strcmp(argv[*i + 1], "false")))) {
+        *ret_value = "true";
+    } else {
+        if (*i + 1 >= argc) {
+            snprintf(err, errlen, "--%s needs a value (%s)", name,
+                     d ? type_name(d->type) : "FILE");
+            return -EINVAL;
+        }
+        *ret_value = argv[++*i];
+    }
+    return 0;
+}
+
 int opts_parse_argv(const struct opt_def *defs, void *settings, int argc, char **argv,
                     bool *ret_help, char *err, size_t errlen)
 {
@@ -307,48 +351,17 @@ int opts_parse_argv(const struct opt_def *defs, void *settings, int argc, char *
     }
 
     for (int i = 0; i < argc; i++) {
-        const char *arg = argv[i];
-        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             *ret_help = true;
             return 0;
         }
-        if (strncmp(arg, "--", 2) != 0) {
-            snprintf(err, errlen, "unexpected argument \"%s\" (options start with --)", arg);
-            return -EINVAL;
-        }
         char name[128];
-        const char *value = NULL;
-        const char *eq = strchr(arg + 2, '=');
-        size_t nl = eq ? (size_t)(eq - arg - 2) : strlen(arg + 2);
-        if (nl >= sizeof(name)) {
-            snprintf(err, errlen, "unknown option \"%.64s...\"", arg);
-            return -EINVAL;
-        }
-        memcpy(name, arg + 2, nl);
-        name[nl] = '\0';
-        if (strcmp(name, "config") == 0) {
-            if (!eq)
-                i++;
+        const char *value;
+        rv = take_flag(defs, argc, argv, &i, name, sizeof(name), &value, err, errlen);
+        if (rv)
+            return rv;
+        if (strcmp(name, "config") == 0)
             continue; /* already loaded */
-        }
-        const struct opt_def *d = find(defs, name);
-        if (!d) {
-            snprintf(err, errlen, "unknown option --%s (see --help)", name);
-            return -EINVAL;
-        }
-        if (eq) {
-            value = eq + 1;
-        } else if (d->type == OPT_BOOL &&
-                   (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0 ||
-                    (strcmp(argv[i + 1], "true") && strcmp(argv[i + 1], "false")))) {
-            value = "true";
-        } else {
-            if (i + 1 >= argc) {
-                snprintf(err, errlen, "--%s needs a value (%s)", name, type_name(d->type));
-                return -EINVAL;
-            }
-            value = argv[++i];
-        }
         char source[140];
         snprintf(source, sizeof(source), "--%s", name);
         rv = opts_set(defs, settings, name, value, source, err, errlen);
@@ -364,6 +377,161 @@ int opts_parse_argv(const struct opt_def *defs, void *settings, int argc, char *
         }
     }
     return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* A commented config file from the table                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Whether opts_load_file reads V back as written bare, or needs quotes. */
+static bool conf_needs_quotes(const char *v)
+{
+    size_t n = strlen(v);
+    return n == 0 || strchr(v, '#') || v[0] == '"' || isspace((unsigned char)v[0]) ||
+           isspace((unsigned char)v[n - 1]);
+}
+
+/* Whether V can be written at all: no line breaks, no quote in a quoted value. */
+static bool conf_representable(const char *v)
+{
+    if (strchr(v, '\n') || strchr(v, '\r'))
+        return false;
+    return !conf_needs_quotes(v) || !strchr(v, '"');
+}
+
+static void conf_value(FILE *out, const char *v)
+{
+    if (conf_needs_quotes(v))
+        fprintf(out, "\"%s\"", v);
+    else
+        fputs(v, out);
+}
+
+/* TEXT as "# " comment lines of at most about 78 columns, broken at spaces. */
+static void conf_comment(FILE *out, const char *text)
+{
+    const size_t width = 76;
+    const char *p = text;
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        size_t n = strlen(p);
+        if (n > width) {
+            n = width;
+            while (n > 0 && p[n] != ' ')
+                n--;
+            if (n == 0) { /* one long word: let it overflow */
+                n = width;
+                while (p[n] && p[n] != ' ')
+                    n++;
+            }
+        }
+        fprintf(out, "# %.*s\n", (int)n, p);
+        p += n;
+    }
+}
+
+/* A bound in the option's own notation (durations as 2s, sizes as 64KiB). */
+static void conf_bound(const struct opt_def *d, double v, char *buf, size_t len)
+{
+    if (d->type == OPT_DURATION)
+        format_duration((int64_t)v, buf, len);
+    else if (d->type == OPT_SIZE)
+        format_size((uint64_t)v, buf, len);
+    else
+        snprintf(buf, len, "%g", v);
+}
+
+int opts_print_config(const struct opt_def *defs, void *settings, int argc, char **argv,
+                      const char *title, FILE *out, char *err, size_t errlen)
+{
+    size_t ndefs = 0;
+    while (defs[ndefs].name)
+        ndefs++;
+    int rv = opts_defaults(defs, settings, err, errlen);
+    if (rv)
+        return rv;
+    const char **given = xcalloc(ndefs ? ndefs : 1, sizeof(*given));
+    for (int i = 0; i < argc && rv == 0; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            snprintf(err, errlen, "--print-config takes option flags only, not %s", argv[i]);
+            rv = -EINVAL;
+            break;
+        }
+        char name[128];
+        const char *value;
+        rv = take_flag(defs, argc, argv, &i, name, sizeof(name), &value, err, errlen);
+        if (rv)
+            break;
+        const struct opt_def *d = find(defs, name);
+        if (!d || d->cli_only) {
+            snprintf(err, errlen, "--%s cannot go into a config file", name);
+            rv = -EINVAL;
+            break;
+        }
+        char source[140];
+        snprintf(source, sizeof(source), "--%s", name);
+        rv = opts_set(defs, settings, name, value, source, err, errlen);
+        if (rv) {
+            rv = -EINVAL;
+            break;
+        }
+        if (!conf_representable(value)) {
+            snprintf(err, errlen,
+                     "--%s: a value with a line break, or with a '\"' that needs quoting, "
+                     "cannot be written in a config file",
+                     name);
+            rv = -EINVAL;
+            break;
+        }
+        given[d - defs] = value;
+    }
+    if (rv) {
+        free(given);
+        return rv;
+    }
+
+    if (title)
+        conf_comment(out, title);
+    fputs("#\n", out);
+    conf_comment(out, "Generated from the program's option table: every option this file "
+                      "accepts, with its default commented out. Syntax: one \"name = "
+                      "value\" per line; '#' starts a comment; a value may be "
+                      "\"double-quoted\" (then it may hold '#'). Unknown names, bad values "
+                      "and names set twice are errors that name the line. A command-line "
+                      "flag --name VALUE overrides the file.");
+    for (const struct opt_def *d = defs; d->name; d++) {
+        if (d->cli_only)
+            continue;
+        fputc('\n', out);
+        conf_comment(out, d->help);
+        char line[320];
+        int n = snprintf(line, sizeof(line), "%s: %s", d->required ? "Required" : "Type",
+                         type_name(d->type));
+        if ((d->min != 0 || d->max != 0) && n > 0 && (size_t)n < sizeof(line) &&
+            (d->type == OPT_INT || d->type == OPT_DOUBLE || d->type == OPT_DURATION ||
+             d->type == OPT_SIZE)) {
+            char lo[32], hi[32];
+            conf_bound(d, d->min, lo, sizeof(lo));
+            conf_bound(d, d->max, hi, sizeof(hi));
+            snprintf(line + n, sizeof(line) - (size_t)n, ", from %s to %s", lo, hi);
+        }
+        conf_comment(out, line);
+        size_t k = (size_t)(d - defs);
+        if (given[k]) {
+            fprintf(out, "%s = ", d->name);
+            conf_value(out, given[k]);
+        } else if (d->def) {
+            fprintf(out, "# %s = ", d->name);
+            conf_value(out, d->def);
+        } else {
+            fprintf(out, "# %s =", d->name);
+        }
+        fputc('\n', out);
+    }
+    free(given);
+    fflush(out);
+    return ferror(out) ? -EIO : 0;
 }
 
 void opts_usage(const struct opt_def *defs, FILE *out)

@@ -69,6 +69,20 @@ int opts_parse_argv(const struct opt_def *defs, void *settings, int argc, char *
 /* Print the options as a --help section, with types, defaults and bounds. */
 void opts_usage(const struct opt_def *defs, FILE *out);
 
+/*
+ * Print a commented configuration file generated from the table, so that a
+ * shipped default config never drifts from the code: a header naming TITLE
+ * and the syntax, then, for every option the file accepts, its help text,
+ * type, bounds and a commented "# name = default" line. Options given in
+ * ARGV (flags as opts_parse_argv takes them; --config and --help refused)
+ * are validated into SETTINGS and written as active "name = value" lines
+ * instead: "dvs-node serve --print-config --data-dir /var/lib/dvs-node".
+ * Required options are not checked. 0, or -EINVAL with ERR filled (nothing
+ * written); -EIO if OUT fails. The caller frees SETTINGS with opts_free.
+ */
+int opts_print_config(const struct opt_def *defs, void *settings, int argc, char **argv,
+                      const char *title, FILE *out, char *err, size_t errlen);
+
 /* Free the strings the table put into SETTINGS. */
 void opts_free(const struct opt_def *defs, void *settings);
 

@@ -161,6 +161,8 @@ static void serve_usage(FILE *out)
             "On the first start a member needs --bootstrap (all initial members) or\n"
             "--join (an existing member's REST URL). Later starts reuse the state in\n"
             "--data-dir; --bootstrap is then ignored.\n\n"
+            "'dvs-manager serve --print-config [options]' prints a commented config\n"
+            "file with every option's default (and the given options set).\n\n"
             "Options (also accepted in the --config file as \"name = value\"):\n");
     opts_usage(mgr_sched_options(serve_opts), out);
 }
@@ -996,6 +998,15 @@ int mgr_serve_main(int argc, char **argv)
     int rv;
     int code = 1;
 
+    if (argc >= 1 && strcmp(argv[0], "--print-config") == 0) { /* packaging/README.md */
+        rv = opts_print_config(opts, &m->cfg, argc - 1, argv + 1,
+                               "Configuration of dvs-manager serve --config FILE "
+                               "(dvs-manager(1))", stdout, err, sizeof(err));
+        if (rv)
+            fprintf(stderr, "dvs-manager serve --print-config: %s\n", err);
+        code = rv ? 2 : 0;
+        goto out_opts;
+    }
     rv = opts_parse_argv(opts, &m->cfg, argc, argv, &help, err, sizeof(err));
     if (help) {
         serve_usage(stdout);

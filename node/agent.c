@@ -143,6 +143,8 @@ static void serve_usage(FILE *out)
             "Run the DVS node agent: register this node with the manager, report its\n"
             "load, run the services placed on it, and migrate them to and from other\n"
             "nodes (see dvs-node(8)).\n\n"
+            "'dvs-node serve --print-config [options]' prints a commented config\n"
+            "file with every option's default (and the given options set).\n\n"
             "Options (also accepted in the --config file as \"name = value\"):\n");
     opts_usage(serve_opts, out);
 }
@@ -533,6 +535,15 @@ int node_serve_main(int argc, char **argv)
     char err[1024];
     bool help;
     int code = 1;
+    if (argc >= 1 && strcmp(argv[0], "--print-config") == 0) { /* packaging/README.md */
+        int prv = opts_print_config(serve_opts, &n->cfg, argc - 1, argv + 1,
+                                    "Configuration of dvs-node serve --config FILE "
+                                    "(dvs-node(8))", stdout, err, sizeof(err));
+        if (prv)
+            fprintf(stderr, "dvs-node serve --print-config: %s\n", err);
+        code = prv ? 2 : 0;
+        goto out;
+    }
     int rv = opts_parse_argv(serve_opts, &n->cfg, argc, argv, &help, err, sizeof(err));
     if (help) {
         serve_usage(stdout);

@@ -6,6 +6,10 @@ DVS_DEB_PACKAGES="build-essential autoconf automake libtool pkg-config
  libmicrohttpd-dev libjansson-dev libxxhash-dev libgnutls28-dev jq curl iproute2 procps openssl
  clang libclang-rt-14-dev"
 
+# Packaging (packaging/README.md, tests/integration/packaging.sh): debhelper
+# and dpkg-dev build the .deb files; systemd brings systemd-analyze.
+DVS_DEB_PACKAGES+=" debhelper dpkg-dev fakeroot systemd"
+
 dvs_install_deps() {
     local missing=()
     for p in $DVS_DEB_PACKAGES; do

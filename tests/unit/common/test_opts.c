@@ -704,6 +704,102 @@ static void usage_lists_every_option_with_defaults_and_bounds(void **state)
     free(text);
 }
 
+/* Run opts_print_config over a NULL-terminated list of flags into *TEXT. */
+static int print_config(struct ctx *c, char **text, ...)
+{
+    char *argv[32];
+    int argc = 0;
+    va_list ap;
+    va_start(ap, text);
+    for (char *a; (a = va_arg(ap, char *)) != NULL && argc < 32;)
+        argv[argc++] = a;
+    va_end(ap);
+    size_t len;
+    FILE *out = open_memstream(text, &len);
+    assert_non_null(out);
+    c->err[0] = '\0';
+    int rv = opts_print_config(defs, &c->s, argc, argv, "Test config", out, c->err,
+                               sizeof(c->err));
+    fclose(out);
+    return rv;
+}
+
+static void printed_config_lists_every_file_option_commented_with_its_default(void **state)
+{
+    struct ctx *c = *state;
+    char *text = NULL;
+    expect_ok(c, print_config(c, &text, NULL));
+    mentions(text, "# Test config\n");
+    for (const struct opt_def *d = defs; d->name; d++) {
+        char line[128];
+        snprintf(line, sizeof(line), "\n# %s =%s%s\n", d->name, d->def ? " " : "",
+                 d->def ? d->def : "");
+        if (d->cli_only) {
+            assert_null(strstr(text, line));
+            continue;
+        }
+        mentions(text, line);
+        mentions(text, d->help);
+    }
+    mentions(text, "# Required: an IPv4 address and port");
+    mentions(text, "an integer, from 1 to 9\n");
+    mentions(text, "from 100ms to 1m00s\n");
+    /* Every line is a comment or blank: loading it changes nothing. */
+    write_file(c, text);
+    opts_free(defs, &c->s);
+    memset(&c->s, 0, sizeof(c->s));
+    assert_int_equal(opts_defaults(defs, &c->s, c->err, sizeof(c->err)), 0);
+    expect_ok(c, opts_load_file(defs, &c->s, c->path, c->err, sizeof(c->err)));
+    assert_int_equal(c->s.count, 3);
+    assert_null(c->s.raft_addr);
+    free(text);
+}
+
+static void printed_config_sets_the_given_options_and_reads_back(void **state)
+{
+    struct ctx *c = *state;
+    char *text = NULL;
+    expect_ok(c, print_config(c, &text, "--count", "7", "--name= a #b", "--verbose",
+                              "--raft-addr=10.0.0.1:7000", NULL));
+    mentions(text, "\ncount = 7\n");
+    mentions(text, "\nname = \" a #b\"\n");
+    mentions(text, "\nverbose = true\n");
+    write_file(c, text);
+    free(text);
+    opts_free(defs, &c->s);
+    memset(&c->s, 0, sizeof(c->s));
+    expect_ok(c, parse(c, "--config", c->path, NULL));
+    assert_int_equal(c->s.count, 7);
+    assert_string_equal(c->s.name, " a #b");
+    assert_true(c->s.verbose);
+    assert_string_equal(c->s.raft_addr, "10.0.0.1:7000");
+}
+
+static void printed_config_refuses_what_a_file_cannot_hold(void **state)
+{
+    struct ctx *c = *state;
+    char *text = NULL;
+    static const char *const bad[][2] = {
+        {"--count=10", "between 1 and 9"},
+        {"--bogus=1", "unknown option --bogus"},
+        {"--config=/etc/x", "--config cannot go into a config file"},
+        {"--help", "not --help"},
+        {"--name=a\nb", "line break"},
+        {"--name=\"x#\"y", "cannot be written"},
+        {"stray", "unexpected argument"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int rv = print_config(c, &text, bad[i][0], NULL);
+        if (rv != -EINVAL)
+            print_error("%s: rv %d\n", bad[i][0], rv);
+        assert_int_equal(rv, -EINVAL);
+        mentions(c->err, bad[i][1]);
+        assert_string_equal(text, ""); /* nothing written */
+        free(text);
+        text = NULL;
+    }
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, opts_setup, opts_teardown)
 
 int main(void)
@@ -742,6 +838,9 @@ int main(void)
         T(a_missing_config_file_is_reported_with_its_path),
         T(quoted_value_followed_by_a_comment_keeps_the_quoted_text),
         T(usage_lists_every_option_with_defaults_and_bounds),
+        T(printed_config_lists_every_file_option_commented_with_its_default),
+        T(printed_config_sets_the_given_options_and_reads_back),
+        T(printed_config_refuses_what_a_file_cannot_hold),
     };
     return cmocka_run_group_tests_name("common/opts", tests, NULL, NULL);
 }
