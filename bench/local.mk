@@ -25,3 +25,7 @@ bench_track_bench_SOURCES = bench/track_bench.c
 bench_track_bench_CFLAGS = $(AM_CFLAGS) -DDVS_BUILDING $(UV_CFLAGS)
 bench_track_bench_LDADD = libdvs/libdvs_core.la $(LIBDVS_LIBS)
 DVS_BENCHES += bench/track_bench
+
+EXTRA_PROGRAMS += bench/tcp_bw
+bench_tcp_bw_SOURCES = bench/tcp_bw.c
+DVS_BENCHES += bench/tcp_bw

@@ -15,6 +15,9 @@
 # Usage: bash bench/precopy_bench.sh [BUILD_DIR]    (default build/check)
 # Environment: SIZES="64 256" RATES="0 2000 8000" MOVES=10 TRACKING=auto
 #              LOG=warn KEEP=1 (keep the data directory and logs)
+#              DATA=FILE: also append one tab-separated line per (size, rate):
+#              mib rate gap_p50 gap_p99 down_p50 down_p99 total_p50 total_p99
+#              bytes/data rounds_p50 ratio_total (for docs/precopy.gp)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=$(cd "${1:-build/check}" && pwd)
@@ -23,7 +26,7 @@ RATES=${RATES:-0 2000 8000}
 MOVES=${MOVES:-10}
 TRACKING=${TRACKING:-auto}
 LOG=${LOG:-warn}
-make -s -C "$B" manager/dvs-manager node/dvs-node examples/dvs-kv examples/dvs-kv-client >/dev/null
+make -s -C "$B" manager/dvs-manager node/dvs-node examples/dvs-kv examples/dvs-kv-client bench/tcp_bw >/dev/null
 M=$B/manager/dvs-manager NODE=$B/node/dvs-node
 KV=$B/examples/.libs/dvs-kv KVC=$B/examples/.libs/dvs-kv-client
 [ -x "$KV" ] || KV=$B/examples/dvs-kv
@@ -58,28 +61,8 @@ done
 wait_for 20 bash -c "[ \$($M node list --json | jq '[.nodes[]|select(.state==\"up\")]|length') = 2 ]"
 echo "== machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); tracking: $(grep -ho 'dirty tracking: [a-z]*' "$D/n1.log" | head -1)"
 
-# Raw loopback bandwidth, same run: a 512 MiB copy through one TCP socket.
-bw_port=$((P + 30))
-raw=$(python3 - "$bw_port" <<'EOF' 2>/dev/null || echo 0
-import socket, sys, threading, time
-port = int(sys.argv[1]); n = 512 << 20; buf = bytes(4 << 20)
-srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-srv.bind(("127.0.0.1", port)); srv.listen(1)
-def sink():
-    c, _ = srv.accept(); got = 0
-    while got < n:
-        d = c.recv(4 << 20)
-        if not d: break
-        got += len(d)
-    c.close()
-t = threading.Thread(target=sink); t.start()
-s = socket.create_connection(("127.0.0.1", port)); t0 = time.monotonic(); sent = 0
-while sent < n:
-    s.sendall(buf); sent += len(buf)
-s.close(); t.join(); dt = time.monotonic() - t0
-print(int(n / dt))
-EOF
-)
+# Raw loopback bandwidth, same run: 512 MiB through one TCP socket.
+raw=$("$B/bench/tcp_bw" $((512 << 20)))
 echo "== raw loopback TCP bandwidth: $((raw / 1048576)) MiB/s (one 512 MiB stream)"
 
 value=$(head -c 60000 /dev/zero | tr '\0' v)
@@ -125,6 +108,18 @@ for mib in $SIZES; do
           "  method \($m|map(.info.method)|unique|join(",")); stop: \($m|map(.info.precopy_stop)|group_by(.)|map("\(.[0])×\(length)")|join(", ")); throttled: \($m|map(select(.info.throttle_us>0))|length)"'
         if [ "$rate" -gt 0 ]; then
             echo "  client-observed longest gap p50 $(pct 0.5 <"$D/$ep.gaps") ms, p99 $(pct 0.99 <"$D/$ep.gaps") ms, max $(sort -n "$D/$ep.gaps" | tail -1) ms"
+        fi
+        if [ -n "${DATA:-}" ]; then
+            gp50=$(pct 0.5 <"$D/$ep.gaps"); gp99=$(pct 0.99 <"$D/$ep.gaps")
+            "$M" migration list --json | jq -r --arg ep $ep --argjson raw "$raw" --arg g50 "${gp50:--}" --arg g99 "${gp99:--}" --argjson mib "$mib" --argjson rate "$rate" '
+              [.migrations[] | select(.endpoint==$ep and .phase=="committed")] as $m
+              | def pick(f; q): ($m | map(f) | sort) as $s | if ($s|length)==0 then 0 else $s[((($s|length)-1)*q+0.5)|floor] end;
+                def data: (.info.round_stats[0].bytes // .bytes);
+              [$mib, $rate, $g50, $g99, pick(.downtime_ms; 0.5), pick(.downtime_ms; 0.99),
+               pick(.finished_at - .created_at; 0.5), pick(.finished_at - .created_at; 0.99),
+               (pick(.bytes / ([data,1]|max); 0.5) * 100 | floor / 100), pick(.rounds; 0.5),
+               (pick((.finished_at - .created_at) / ((data / $raw * 1000) + 100); 0.5) * 100 | floor / 100)]
+              | map(tostring) | join("\t")' >>"$DATA"
         fi
         "$M" endpoint delete $ep >/dev/null
     done
