@@ -15,6 +15,7 @@
 # Usage: bash bench/precopy_bench.sh [BUILD_DIR]    (default build/check)
 # Environment: SIZES="64 256" RATES="0 2000 8000" MOVES=10 TRACKING=auto
 #              LOG=warn KEEP=1 (keep the data directory and logs)
+#              BW=BYTES_PER_S (agents' --max-bandwidth: a slower link)
 #              DATA=FILE: also append one tab-separated line per (size, rate):
 #              mib rate gap_p50 gap_p99 down_p50 down_p99 total_p50 total_p99
 #              bytes/data rounds_p50 ratio_total (for docs/precopy.gp)
@@ -46,7 +47,7 @@ cleanup() {
 trap cleanup EXIT
 # A benchmark's own polling: bounded, never part of a figure.
 wait_for() { local s=$1; shift; for _ in $(seq 1 $((s * 20))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "timeout: $*" >&2; exit 1; }
-P=$((20000 + RANDOM % 20000))
+P=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768-)
 BOOT=m1=127.0.0.1:$((P + 1)),m2=127.0.0.1:$((P + 2)),m3=127.0.0.1:$((P + 3))
 export DVS_MANAGER=http://127.0.0.1:$((P + 11)),http://127.0.0.1:$((P + 12)),http://127.0.0.1:$((P + 13))
 for i in 1 2 3; do
@@ -56,7 +57,7 @@ done
 wait_for 20 bash -c "$M status --json | jq -e '.leader.id != null'"
 for n in 1 2; do
     "$NODE" serve --id n$n --manager "$DVS_MANAGER" --listen 127.0.0.1:$((P + 20 + n)) --data-dir "$D/n$n" \
-        --heartbeat-interval 500ms --dirty-tracking "$TRACKING" --log-level "$LOG" >>"$D/n$n.log" 2>&1 & PID[n$n]=$!
+        --heartbeat-interval 500ms --dirty-tracking "$TRACKING" --max-bandwidth "${BW:-0}" --log-level "$LOG" >>"$D/n$n.log" 2>&1 & PID[n$n]=$!
 done
 wait_for 20 bash -c "[ \$($M node list --json | jq '[.nodes[]|select(.state==\"up\")]|length') = 2 ]"
 echo "== machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); tracking: $(grep -ho 'dirty tracking: [a-z]*' "$D/n1.log" | head -1)"

@@ -75,6 +75,12 @@
 #define WRITE_BATCH 512
 #define PUMP_BATCH_BYTES (4u << 20)
 #define PUMP_WINDOW (16u << 20)
+/* The copies of pages sent while the service runs go through a few
+ * pre-faulted buffers, reused: a fresh malloc per batch faults in every
+ * page, which on this machine kind cost more than the copy itself. A
+ * buffer holds a batch: PUMP_BATCH_BYTES plus one longest run. */
+#define PUMP_BUF_BYTES (PUMP_BATCH_BYTES + NODE_XFER_MAX_RUN)
+#define PUMP_BUFS 4
 /* Auto-converge: the service waits this long before taking each request,
  * one step more per round once rounds stop converging (QEMU raises its
  * vCPU throttle the same way); after the last step, stop and copy. */
@@ -193,6 +199,8 @@ struct node_migration {
     uint64_t scan_sum, scan_pages;
     int scan_rv;
     uv_timer_t pace_timer;      /* --max-bandwidth */
+    uint8_t *bufs[PUMP_BUFS];   /* idle copy buffers (NULL: none there) */
+    unsigned bufs_made;
 
     /* The stream's MAC (docs/security.md): keyed with the manager's
      * per-migration secret, over every byte the source sends after the
@@ -315,6 +323,9 @@ static void mig_free_if_done(struct node_migration *m)
     explicit_bzero(m->secret, sizeof(m->secret));
     node_runs_free(&m->send);
     node_runs_free(&m->pending);
+    for (unsigned i = 0; i < PUMP_BUFS; i++)
+        if (m->bufs[i])
+            munmap(m->bufs[i], PUMP_BUF_BYTES);
     if (m->uffd_on)
         node_dirty_uffd_stop(&m->uffd);
     if (m->bitmap)
@@ -2013,7 +2024,8 @@ static void src_part_hashed(struct node_migration *m, struct scan_work *s)
 struct src_batch {
     uv_write_t w;
     struct node_xfer_conn *c;
-    uint8_t *copy; /* the pages, copied: what is MAC'd is what is sent */
+    uint8_t *copy; /* a PUMP_BUF_BYTES buffer with the pages, or NULL (frozen:
+                    * sent straight from the mapping) */
     uint64_t bytes;
     unsigned nbufs;
     uv_buf_t bufs[2 * WRITE_BATCH + 1];
@@ -2028,13 +2040,49 @@ static int64_t now_us(void)
 static void src_pump(struct node_migration *m);
 static void src_round_done(struct node_migration *m);
 
+/* An idle copy buffer: a pooled one, or a new one (pre-faulted), or NULL
+ * when PUMP_BUFS are all in flight. */
+static uint8_t *buf_get(struct node_migration *m, unsigned *made)
+{
+    for (unsigned i = 0; i < PUMP_BUFS; i++) {
+        if (m->bufs[i]) {
+            uint8_t *b = m->bufs[i];
+            m->bufs[i] = NULL;
+            return b;
+        }
+    }
+    if (*made >= PUMP_BUFS)
+        return NULL;
+    void *p = mmap(NULL, PUMP_BUF_BYTES, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    (*made)++;
+    return p;
+}
+
+static bool buf_put(struct node_migration *m, uint8_t *b)
+{
+    if (!m || m->dead)
+        return false;
+    for (unsigned i = 0; i < PUMP_BUFS; i++) {
+        if (!m->bufs[i]) {
+            m->bufs[i] = b;
+            return true;
+        }
+    }
+    return false;
+}
+
 static void batch_done(uv_write_t *w, int status)
 {
     struct src_batch *b = w->data;
     struct node_xfer_conn *c = b->c;
     c->inflight -= b->bytes;
     c->batches--;
-    free(b->copy);
+    struct node_migration *owner = c->closing ? NULL : mig_by_serial(c->n, c->mig_serial);
+    if (b->copy && !buf_put(owner, b->copy))
+        munmap(b->copy, PUMP_BUF_BYTES);
     free(b);
     if (status < 0) {
         if (status != UV_ECANCELED && !c->closing)
@@ -2081,32 +2129,38 @@ static void src_pump(struct node_migration *m)
                 return;
             }
         }
-        struct src_batch *b = xmalloc(sizeof(*b));
-        unsigned nb = 0, k = 0;
-        b->bytes = 0;
-        b->c = c;
-        b->w.data = b;
         uint64_t limit = cap > 0 && cap / 4 < PUMP_BATCH_BYTES ? cap / 4 + NODE_XFER_PAGE
                                                                : PUMP_BATCH_BYTES;
-        /* The batch's pages, then a copy of them: the service may write a
-         * page while it waits in the socket, and the MAC must cover exactly
-         * the bytes sent (the write marks the page for the next round). */
-        size_t first = m->send_idx, last = first;
+        /* While the service runs, the batch's pages are copied first: it may
+         * write a page while the page waits in the socket, and the MAC must
+         * cover exactly the bytes sent (the write marks the page for the
+         * next round anyway). Frozen, the pages hold still: no copy. */
+        uint8_t *copy = NULL;
+        if (!m->frozen && m->send_idx < m->send.n &&
+            (copy = buf_get(m, &m->bufs_made)) == NULL)
+            return; /* all buffers in flight: batch_done pumps again */
+        struct src_batch *b = xmalloc(sizeof(*b));
+        unsigned nb = 0, k = 0;
+        b->c = c;
+        b->w.data = b;
+        b->copy = copy;
         uint64_t bytes = 0;
-        while (last < m->send.n && last - first < WRITE_BATCH && bytes < limit)
-            bytes += m->send.v[last++].len;
-        b->copy = bytes ? xmalloc(bytes) : NULL;
-        uint64_t at = 0;
-        for (; m->send_idx < last; m->send_idx++) {
+        for (; m->send_idx < m->send.n && k < WRITE_BATCH && bytes < limit; m->send_idx++) {
             const struct node_xfer_run *r = &m->send.v[m->send_idx];
+            if (copy && bytes + r->len > PUMP_BUF_BYTES)
+                break;
             uint8_t *rec = b->recs + k++ * NODE_XFER_REC_SIZE;
             node_xfer_rec_encode(NODE_XFER_PAGES, r->offset, r->len, 0, rec);
-            memcpy(b->copy + at, m->map + r->offset, r->len);
+            const uint8_t *src = m->map + r->offset;
+            if (copy) {
+                memcpy(copy + bytes, src, r->len);
+                src = copy + bytes;
+            }
             xfer_mac_update(&m->mac, rec, NODE_XFER_REC_SIZE);
-            xfer_mac_update(&m->mac, b->copy + at, r->len);
+            xfer_mac_update(&m->mac, src, r->len);
             b->bufs[nb++] = uv_buf_init((char *)rec, NODE_XFER_REC_SIZE);
-            b->bufs[nb++] = uv_buf_init((char *)b->copy + at, (unsigned)r->len);
-            at += r->len;
+            b->bufs[nb++] = uv_buf_init((char *)src, (unsigned)r->len);
+            bytes += r->len;
         }
         b->bytes = bytes;
         if (m->send_idx == m->send.n) {
@@ -2119,7 +2173,8 @@ static void src_pump(struct node_migration *m)
         }
         b->nbufs = nb;
         if (uv_write(&b->w, (uv_stream_t *)&c->tcp, b->bufs, nb, batch_done) != 0) {
-            free(b->copy);
+            if (b->copy && !buf_put(m, b->copy))
+                munmap(b->copy, PUMP_BUF_BYTES);
             free(b);
             mig_abort(m, "cannot write to the transfer connection");
             return;
@@ -2725,6 +2780,8 @@ static void src_start(struct node_migration *m, json_t *info)
         return;
     }
     fcntl(m->memfd, F_SETFD, FD_CLOEXEC);
+    /* Not MAP_POPULATE: reading a hole of a memfd through a mapping
+     * allocates it. Round 0's scan faults in the data pages (on the pool). */
     void *map = mmap(NULL, m->arena_size, PROT_READ, MAP_SHARED, m->memfd, 0);
     if (map == MAP_FAILED) {
         mig_abort(m, "cannot map the arena: %s", strerror(errno));
