@@ -41,6 +41,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -197,6 +198,24 @@ __attribute__((format(printf, 3, 4))) static void slog(const dvs_server *s, int 
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     s->log(s->log_data, level, msg);
+}
+
+/*
+ * One line each time this instance starts or stops executing requests, with
+ * its pid and the wall-clock time (CLOCK_REALTIME, microseconds), so that a
+ * test can rebuild from the logs of every instance of an endpoint, on every
+ * node, the intervals in which each one served, and check that no two ever
+ * overlapped (DESIGN.md §4: at most one instance serves). A start is logged
+ * before the first request it allows runs, a stop after the last one ran.
+ */
+static void slog_serving(const dvs_server *s, bool start, const char *why)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    slog(s, DVS_LOG_INFO,
+         "endpoint=%s generation=%" PRIu64 " serve-%s pid=%ld t_us=%" PRIu64 " why=%s",
+         s->endpoint, s->generation, start ? "start" : "stop", (long)getpid(),
+         (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u, why);
 }
 
 /* uv_close callback for handles that are the first member of a malloc'd struct. */
@@ -758,8 +777,11 @@ static void shutdown_server(dvs_server *s, int result, const char *reason)
 {
     if (s->state == ST_STOPPING)
         return;
+    bool was_serving = s->state == ST_SERVING && s->running;
     s->state = ST_STOPPING;
     s->result = result;
+    if (was_serving)
+        slog_serving(s, false, reason);
     slog(s, DVS_LOG_INFO, "endpoint=%s generation=%" PRIu64 " exiting: %s", s->endpoint,
          s->generation, reason);
     if (result == 0 || result == DVS_EMOVED)
@@ -838,10 +860,13 @@ static void cmd_freeze(dvs_server *s, uint64_t id, const struct dvs__ctl_msg *m)
     }
     /* Nothing is executing now: commands are read between requests. */
     s->hold_ms = (int)hold_ms;
-    if (s->state == ST_SERVING)
+    bool was_serving = s->state == ST_SERVING;
+    s->state = ST_FROZEN;
+    if (was_serving) {
         slog(s, DVS_LOG_INFO, "endpoint=%s generation=%" PRIu64 " frozen", s->endpoint,
              s->generation);
-    s->state = ST_FROZEN;
+        slog_serving(s, false, "frozen");
+    }
     ctl_ok(s, id);
 }
 
@@ -855,6 +880,7 @@ static void cmd_unfreeze(dvs_server *s, uint64_t id)
         ctl_error(s, id, DVS_ECONFLICT, "unfreeze needs state frozen");
         return;
     }
+    slog_serving(s, true, "unfrozen");
     s->state = ST_SERVING;
     slog(s, DVS_LOG_INFO, "endpoint=%s generation=%" PRIu64 " unfrozen, %u held requests resume",
          s->endpoint, s->generation, s->n_held);
@@ -1545,9 +1571,11 @@ DVS_API int dvs_server_run(dvs_server *s, dvs_handler_fn handler, void *data)
     if (s->ctl_fd < 0 && s->ctl_path != NULL)
         uv_timer_start(&s->ctl_timer, ctl_timer_cb, CTL_RECONNECT_MS, 0);
     ctl_watch(s);
-    if (s->state == ST_SERVING)
+    if (s->state == ST_SERVING) {
+        slog_serving(s, true, s->restore ? "restored" : "fresh");
         ctl_sendf(s, NULL, 0, "serving generation=%" PRIu64 " address=%s", s->generation,
                   s->address);
+    }
     if (s->state == ST_STOPPING) /* "stop" arrived while opening */
         shutdown_server(s, 0, "stopped");
 
