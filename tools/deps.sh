@@ -3,7 +3,7 @@
 # everything is already there.
 DVS_DEB_PACKAGES="build-essential autoconf automake libtool pkg-config
  libraft-dev libuv1-dev libsqlite3-dev libcurl4-openssl-dev libcmocka-dev
- libmicrohttpd-dev libjansson-dev jq curl iproute2 procps"
+ libmicrohttpd-dev libjansson-dev jq curl iproute2 procps nftables util-linux"
 
 dvs_install_deps() {
     local missing=()
