@@ -76,6 +76,8 @@
 #define WRITE_QUEUE_HIGH (4u << 20)
 #define CTL_QUEUE 64
 #define CTL_RECONNECT_MS 1000
+/* Faster while restoring: the endpoint is down until the next agent comes. */
+#define RESTORE_RECONNECT_MS 100
 
 enum state {
     ST_RESTORING,
@@ -1398,6 +1400,32 @@ static int restore_start(dvs_server *s, uint64_t generation)
 }
 
 /*
+ * Restore mode, the agent gone before "start" (it died, or is restarting):
+ * connect again through the path, blocking, until the next agent listens
+ * there. Exiting instead would throw away what may be the only complete
+ * copy of the endpoint: the migration may have committed just before the
+ * agent died, so the source has already let its instance go. The next
+ * agent adopts this process and says "start" if the directory names its
+ * generation, or stops it otherwise (docs/migration.md, "Agent restart").
+ * Signals still end the wait.
+ */
+static void wait_for_agent(dvs_server *s)
+{
+    while (s->ctl_fd < 0) {
+        int fd = ctl_open_path(s->ctl_path);
+        if (fd >= 0) {
+            s->ctl_fd = fd;
+            slog(s, DVS_LOG_INFO, "endpoint=%s control channel connected to %s (restoring)",
+                 s->endpoint, s->ctl_path);
+            ctl_hello(s);
+            return;
+        }
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)RESTORE_RECONNECT_MS * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/*
  * Restore mode: answer the agent until it says "start" (the migration
  * committed) or gives up. Plain blocking I/O: the loop is not running yet.
  */
@@ -1406,8 +1434,12 @@ static int wait_for_start(dvs_server *s)
     char buf[DVS__CTL_MAX + 1];
     while (s->state == ST_RESTORING) {
         ctl_flush_sync(s, 1000);
-        if (s->ctl_fd < 0)
-            return DVS_ESHUTDOWN;
+        if (s->ctl_fd < 0) {
+            if (s->ctl_path == NULL)
+                return DVS_ESHUTDOWN;
+            wait_for_agent(s);
+            continue;
+        }
         struct pollfd p = {.fd = s->ctl_fd, .events = POLLIN};
         if (poll(&p, 1, -1) < 0) {
             if (errno == EINTR)
@@ -1418,8 +1450,12 @@ static int wait_for_start(dvs_server *s)
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             continue;
         if (n <= 0) {
-            slog(s, DVS_LOG_WARN, "endpoint=%s agent went away before start", s->endpoint);
-            return DVS_ESHUTDOWN;
+            if (s->ctl_path == NULL) {
+                slog(s, DVS_LOG_WARN, "endpoint=%s agent went away before start", s->endpoint);
+                return DVS_ESHUTDOWN;
+            }
+            ctl_disconnect(s, "agent went away before start; waiting for the next one");
+            continue;
         }
         if ((size_t)n > DVS__CTL_MAX)
             ctl_error(s, 0, DVS_ETOOBIG, "message longer than 4096 bytes");
