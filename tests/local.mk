@@ -19,7 +19,8 @@ INTEGRATION_TESTS = \
 	tests/integration/sched_energy.sh \
 	tests/integration/sched_drain.sh \
 	tests/integration/sched_automation.sh \
-	tests/integration/fault_migrations.sh
+	tests/integration/fault_migrations.sh \
+	tests/integration/fault_kills.sh
 TESTS += $(INTEGRATION_TESTS)
 EXTRA_DIST += tests/integration
 

@@ -164,6 +164,9 @@ restart() {
     alive "$1" && kill9 "$1"
     eval "${RESTART[$1]}"
 }
+# alive NAME: as lib.sh's, but false (not an error under set -u) for a
+# daemon that kill9 already forgot.
+alive() { [ -n "${PIDS[$1]:-}" ] && kill -0 "${PIDS[$1]}" 2>/dev/null; }
 pause() { kill -STOP "${PIDS[$1]}"; }
 resume() { kill -CONT "${PIDS[$1]}"; }
 
@@ -189,7 +192,54 @@ wait_load() {
 }
 load_field() { jq -r ".$2" "$T/$1.json"; }
 
+# Reads that survive a dead member: node_lib.sh's ep, mig and node_state
+# ask m1 only; these ask each live member in turn (consistent reads, so the
+# answer is the leader's whichever member forwards it).
+mread() {
+    local id
+    for id in m1 m2 m3; do
+        alive "$id" || continue
+        curl -sfL --max-time 3 "$(url "$id")$1" && return 0
+    done
+    return 1
+}
+ep() { mread "/v1/endpoints/$2?consistent" | jq -r ".$1"; }
+mig() { mread "/v1/migrations/$2?consistent" | jq -r ".$1"; }
+node_state() { mread "/v1/nodes/$1" | jq -r .state; }
+# mgr_any ARGS...: the CLI against every member (it fails over).
+mgr_any() { on "$NETNS_CLIENT" "$MANAGER" --manager "$MGR_URLS" "$@"; }
+# migrate_detached NAME NODE: start a migration; prints its id.
+migrate_detached() { mgr_any endpoint migrate "$1" --to "$2" --detach | awk '/^migration [0-9]+ started/ {print $2}'; }
+mig_final() { local p; p=$(mig phase "$1"); [ "$p" = committed ] || [ "$p" = aborted ]; }
+# live_members: the members whose process runs.
+live_members() { local id; for id in m1 m2 m3; do alive "$id" && echo "$id"; done; }
+
 # ---- processes ----
+
+# ns_pids [HOST...]: every process inside the hosts' namespaces (all hosts
+# by default): daemons, the services the agents started, clients. All of
+# them belong to this test, so these replace node_lib.sh's scans of every
+# environment in /proc (which take seconds on a busy machine).
+ns_pids() {
+    local h
+    for h in "${@:-${NETNS_HOSTS[@]}}"; do ip netns pids "${NS[$h]}" 2>/dev/null; done
+}
+live_pids_of() {
+    local p
+    for p in $(ns_pids); do
+        [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" = Z ] && continue
+        { tr '\0' '\n' <"/proc/$p/environ"; } 2>/dev/null | grep -qx "DVS_ENDPOINT=$1" && echo "$p"
+    done
+}
+node_cleanup() {
+    local name p
+    # The agents first: a live agent restarts the services killed below.
+    for name in "${!PIDS[@]}"; do
+        [ "${NODE_ADDR[$name]+set}" = set ] || continue
+        kill -9 "${PIDS[$name]}" 2>/dev/null || true
+    done
+    for p in $(ns_pids); do kill -9 "$p" 2>/dev/null || true; done
+}
 
 # ep_pid NAME: the pid of the endpoint's process on the node the directory
 # names (the agent's record of it).
