@@ -20,7 +20,8 @@ INTEGRATION_TESTS = \
 	tests/integration/sched_drain.sh \
 	tests/integration/sched_automation.sh \
 	tests/integration/fault_migrations.sh \
-	tests/integration/fault_kills.sh
+	tests/integration/fault_kills.sh \
+	tests/integration/fault_partitions.sh
 TESTS += $(INTEGRATION_TESTS)
 EXTRA_DIST += tests/integration
 
