@@ -293,7 +293,6 @@ static void batch_applied(struct raft_apply *req, int status, void *result)
     struct mgr_proposal_batch *b = req->data;
     struct mgr *m = b->m;
     (void)result;
-    b->raft_done = true;
     if (status == 0 && b->pending > 0)
         log_debug(COMP, "raft completed a batch of %u with %u entries not yet applied", b->n,
                   b->pending);
@@ -306,6 +305,10 @@ static void batch_applied(struct raft_apply *req, int status, void *result)
                 proposal_finish(m, p, err, NULL);
         }
     }
+    /* Only now: with raft_done set, the proposal_finish() above that
+     * completes the last pending proposal would free the batch under this
+     * loop, and the batch_release() below would free it a second time. */
+    b->raft_done = true;
     batch_release(b);
 }
 
