@@ -3,7 +3,8 @@
  * that connections to the managers are kept and reused between requests
  * (curl_easy_reset() clears the options but keeps the connection cache).
  *
- * A request walks the URL list starting with the last one that answered.
+ * A request walks the URL list starting with the last one that answered
+ * (or, if the last request found it failing, the one after it).
  * What happens next depends on how an attempt ended:
  *
  *   - no connection could be made (refused, unresolvable, 1 s connect
@@ -36,6 +37,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <curl/curl.h>
 
 #include "api/auth.h"
@@ -50,6 +55,9 @@
 #define MAX_REDIRECTS 5
 #define PAUSE_MIN_MS 100
 #define PAUSE_MAX_MS 250
+/* A member that stops acknowledging (cut off by the network) is given up
+ * after about this long, even in the middle of a long blocking query. */
+#define DEAD_PEER_MS 4000
 
 struct api_client {
     CURL *curl;
@@ -370,6 +378,31 @@ static bool is_no_leader(long status, const struct rbuf *b)
     return yes;
 }
 
+/*
+ * Every connection to a member gets TCP keepalive probes (after 1 s idle,
+ * every 1 s, 3 unanswered = dead) and a TCP user timeout: a member cut off
+ * by the network is noticed within DEAD_PEER_MS and the request moves on to
+ * the next URL. Without them a blocking query (the agents' orders watch)
+ * sits out its whole timeout, tens of seconds, on a member that will never
+ * answer, while the rest of the cluster moves on without it. A member that
+ * is merely slow still acknowledges, and is waited for as before.
+ */
+static int on_sockopt(void *data, curl_socket_t fd, curlsocktype purpose)
+{
+    (void)data;
+    if (purpose != CURLSOCKTYPE_IPCXN)
+        return CURL_SOCKOPT_OK;
+    int on = 1, idle = 1, intvl = 1, cnt = 3;
+    unsigned user_timeout = DEAD_PEER_MS;
+    /* Best effort: a socket without them still works, as before. */
+    (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout));
+    return CURL_SOCKOPT_OK;
+}
+
 static enum attempt attempt(struct api_client *c, size_t idx, const char *method,
                             const char *path, const char *payload, size_t plen,
                             int64_t deadline, struct api_response *ret)
@@ -409,6 +442,7 @@ static enum attempt attempt(struct api_client *c, size_t idx, const char *method
      * hop to another host:port. Redirects come from members, which share it. */
     if (c->auth_header[0])
         curl_easy_setopt(h, CURLOPT_UNRESTRICTED_AUTH, 1L);
+    curl_easy_setopt(h, CURLOPT_SOCKOPTFUNCTION, on_sockopt);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
 
@@ -504,6 +538,18 @@ static enum attempt attempt(struct api_client *c, size_t idx, const char *method
         if (!connected && now_mono_ms() < deadline) {
             snprintf(what, wlen, "no connection within %ld ms", connect_ms);
             res = ATT_UNREACHABLE;
+        } else if (now_mono_ms() < deadline - 20) {
+            /* Not our deadline: the connection itself timed out (keepalive
+             * or user timeout, on_sockopt), the member is cut off. */
+            if (is_idempotent(method)) {
+                snprintf(what, wlen, "the member stopped acknowledging (connection timed out)");
+                res = ATT_UNREACHABLE;
+            } else {
+                snprintf(what, wlen,
+                         "the connection timed out after the request was sent; it may or may "
+                         "not have been applied");
+                res = ATT_MAYBE_DONE;
+            }
         } else {
             snprintf(what, wlen, connected ? "timed out waiting for the answer" : "timed out");
             res = connected ? ATT_TIMEOUT : ATT_UNREACHABLE;
@@ -611,7 +657,15 @@ int api_client_request(struct api_client *c, const char *method, const char *pat
             size_t idx = (start + k) % c->nurls;
             if (deadline - now_mono_ms() <= 0)
                 goto out_of_time;
-            switch (attempt(c, idx, method, path, payload, plen, deadline, ret)) {
+            enum attempt a = attempt(c, idx, method, path, payload, plen, deadline, ret);
+            /* The member we started with failed us: the next request starts
+             * with the next one. Otherwise a short request (a heartbeat) that
+             * spends its whole budget on an unreachable member would try
+             * that member alone, again and again, for as long as it is cut
+             * off, and never reach the others. */
+            if (a != ATT_ANSWER && idx == c->good)
+                c->good = (idx + 1) % c->nurls;
+            switch (a) {
             case ATT_ANSWER:
                 /* Next time, start with the member that answered (the leader
                  * after a redirect, if it is on our list). */

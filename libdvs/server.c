@@ -43,6 +43,7 @@
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <uv.h>
@@ -80,6 +81,8 @@
 #define CTL_RECONNECT_MS 1000
 /* The throttle for auto-converge: at most one request per delay_us. */
 #define MAX_THROTTLE_US 100000
+/* Faster while restoring: the endpoint is down until the next agent comes. */
+#define RESTORE_RECONNECT_MS 100
 
 enum state {
     ST_RESTORING,
@@ -214,6 +217,24 @@ __attribute__((format(printf, 3, 4))) static void slog(const dvs_server *s, int 
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     s->log(s->log_data, level, msg);
+}
+
+/*
+ * One line each time this instance starts or stops executing requests, with
+ * its pid and the wall-clock time (CLOCK_REALTIME, microseconds), so that a
+ * test can rebuild from the logs of every instance of an endpoint, on every
+ * node, the intervals in which each one served, and check that no two ever
+ * overlapped (DESIGN.md §4: at most one instance serves). A start is logged
+ * before the first request it allows runs, a stop after the last one ran.
+ */
+static void slog_serving(const dvs_server *s, bool start, const char *why)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    slog(s, DVS_LOG_INFO,
+         "endpoint=%s generation=%" PRIu64 " serve-%s pid=%ld t_us=%" PRIu64 " why=%s",
+         s->endpoint, s->generation, start ? "start" : "stop", (long)getpid(),
+         (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u, why);
 }
 
 /* uv_close callback for handles that are the first member of a malloc'd struct. */
@@ -939,8 +960,11 @@ static void shutdown_server(dvs_server *s, int result, const char *reason)
 {
     if (s->state == ST_STOPPING)
         return;
+    bool was_serving = s->state == ST_SERVING && s->running;
     s->state = ST_STOPPING;
     s->result = result;
+    if (was_serving)
+        slog_serving(s, false, reason);
     slog(s, DVS_LOG_INFO, "endpoint=%s generation=%" PRIu64 " exiting: %s", s->endpoint,
          s->generation, reason);
     if (result == 0 || result == DVS_EMOVED)
@@ -1037,10 +1061,13 @@ static void cmd_freeze(dvs_server *s, uint64_t id, const struct dvs__ctl_msg *m)
     }
     /* Nothing is executing now: commands are read between requests. */
     s->hold_ms = (int)hold_ms;
-    if (s->state == ST_SERVING)
+    bool was_serving = s->state == ST_SERVING;
+    s->state = ST_FROZEN;
+    if (was_serving) {
         slog(s, DVS_LOG_INFO, "endpoint=%s generation=%" PRIu64 " frozen", s->endpoint,
              s->generation);
-    s->state = ST_FROZEN;
+        slog_serving(s, false, "frozen");
+    }
     ctl_ok(s, id);
 }
 
@@ -1056,6 +1083,7 @@ static void cmd_unfreeze(dvs_server *s, uint64_t id)
         ctl_error(s, id, DVS_ECONFLICT, "unfreeze needs state frozen");
         return;
     }
+    slog_serving(s, true, "unfrozen");
     s->state = ST_SERVING;
     slog(s, DVS_LOG_INFO, "endpoint=%s generation=%" PRIu64 " unfrozen, %u held requests resume",
          s->endpoint, s->generation, s->n_held);
@@ -1692,6 +1720,32 @@ static int restore_start(dvs_server *s, uint64_t generation)
 }
 
 /*
+ * Restore mode, the agent gone before "start" (it died, or is restarting):
+ * connect again through the path, blocking, until the next agent listens
+ * there. Exiting instead would throw away what may be the only complete
+ * copy of the endpoint: the migration may have committed just before the
+ * agent died, so the source has already let its instance go. The next
+ * agent adopts this process and says "start" if the directory names its
+ * generation, or stops it otherwise (docs/migration.md, "Agent restart").
+ * Signals still end the wait.
+ */
+static void wait_for_agent(dvs_server *s)
+{
+    while (s->ctl_fd < 0) {
+        int fd = ctl_open_path(s->ctl_path);
+        if (fd >= 0) {
+            s->ctl_fd = fd;
+            slog(s, DVS_LOG_INFO, "endpoint=%s control channel connected to %s (restoring)",
+                 s->endpoint, s->ctl_path);
+            ctl_hello(s);
+            return;
+        }
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)RESTORE_RECONNECT_MS * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/*
  * Restore mode: answer the agent until it says "start" (the migration
  * committed) or gives up. Plain blocking I/O: the loop is not running yet.
  */
@@ -1700,8 +1754,12 @@ static int wait_for_start(dvs_server *s)
     char buf[DVS__CTL_MAX + 1];
     while (s->state == ST_RESTORING) {
         ctl_flush_sync(s, 1000);
-        if (s->ctl_fd < 0)
-            return DVS_ESHUTDOWN;
+        if (s->ctl_fd < 0) {
+            if (s->ctl_path == NULL)
+                return DVS_ESHUTDOWN;
+            wait_for_agent(s);
+            continue;
+        }
         struct pollfd p = {.fd = s->ctl_fd, .events = POLLIN};
         if (poll(&p, 1, -1) < 0) {
             if (errno == EINTR)
@@ -1712,8 +1770,12 @@ static int wait_for_start(dvs_server *s)
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             continue;
         if (n <= 0) {
-            slog(s, DVS_LOG_WARN, "endpoint=%s agent went away before start", s->endpoint);
-            return DVS_ESHUTDOWN;
+            if (s->ctl_path == NULL) {
+                slog(s, DVS_LOG_WARN, "endpoint=%s agent went away before start", s->endpoint);
+                return DVS_ESHUTDOWN;
+            }
+            ctl_disconnect(s, "agent went away before start; waiting for the next one");
+            continue;
         }
         if ((size_t)n > DVS__CTL_MAX)
             ctl_error(s, 0, DVS_ETOOBIG, "message longer than 4096 bytes");
@@ -1868,9 +1930,11 @@ DVS_API int dvs_server_run(dvs_server *s, dvs_handler_fn handler, void *data)
     if (s->ctl_fd < 0 && s->ctl_path != NULL)
         uv_timer_start(&s->ctl_timer, ctl_timer_cb, CTL_RECONNECT_MS, 0);
     ctl_watch(s);
-    if (s->state == ST_SERVING)
+    if (s->state == ST_SERVING) {
+        slog_serving(s, true, s->restore ? "restored" : "fresh");
         ctl_sendf(s, NULL, 0, "serving generation=%" PRIu64 " address=%s", s->generation,
                   s->address);
+    }
     if (s->state == ST_STOPPING) /* "stop" arrived while opening */
         shutdown_server(s, 0, "stopped");
 

@@ -348,23 +348,22 @@ static void batch_applied(struct raft_apply *req, int status, void *result)
     struct mgr_proposal_batch *b = req->data;
     struct mgr *m = b->m;
     (void)result;
-    b->raft_done = true;
     if (status == 0 && b->pending > 0)
         log_debug(COMP, "raft completed a batch of %u with %u entries not yet applied", b->n,
                   b->pending);
     if (status != 0) {
         int err = raft_status_to_dvs(status);
         log_warn(COMP, "batch of %u commands failed: %s", b->n, raft_strerror(status));
-        /* Hold the batch while failing its proposals: the one that brings
-         * pending to 0 would free it (and its proposals) under the loop. */
-        b->pending++;
         for (unsigned i = 0; i < b->n; i++) {
             struct mgr_proposal *p = b->props[i];
             if (!p->done && inflight_take(m, p->request_id) == p)
                 proposal_finish(m, p, err, NULL);
         }
-        b->pending--;
     }
+    /* Only now: with raft_done set, the proposal_finish() above that
+     * completes the last pending proposal would free the batch under this
+     * loop, and the batch_release() below would free it a second time. */
+    b->raft_done = true;
     batch_release(b);
 }
 

@@ -37,7 +37,10 @@ INTEGRATION_TESTS = \
 	tests/integration/observability.sh \
 	tests/integration/security.sh \
 	tests/integration/sched_drain_kv.sh \
-	tests/integration/sched_overload_kv.sh
+	tests/integration/sched_overload_kv.sh \
+	tests/integration/fault_migrations.sh \
+	tests/integration/fault_kills.sh \
+	tests/integration/fault_partitions.sh
 TESTS += $(INTEGRATION_TESTS)
 EXTRA_DIST += tests/integration
 

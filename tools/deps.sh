@@ -3,7 +3,7 @@
 # everything is already there.
 DVS_DEB_PACKAGES="build-essential autoconf automake libtool pkg-config
  libraft-dev libuv1-dev libsqlite3-dev libcurl4-openssl-dev libcmocka-dev
- libmicrohttpd-dev libjansson-dev libxxhash-dev libgnutls28-dev jq curl iproute2 procps openssl
+ libmicrohttpd-dev libjansson-dev libxxhash-dev libgnutls28-dev jq curl iproute2 procps openssl nftables util-linux
  clang libclang-rt-14-dev"
 
 # Packaging (packaging/README.md, tests/integration/packaging.sh): debhelper

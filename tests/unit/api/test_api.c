@@ -1518,6 +1518,36 @@ static void client_refuses_an_invalid_token(void **state)
     assert_int_equal(api_client_set_token(c, NULL), 0);
     assert_int_equal(api_client_set_ca_file(c, "/nonexistent/ca.pem"), -ENOENT);
     api_client_destroy(c);
+/* A member that takes connections and never answers (a stopped process,
+ * or one cut off by the network after the handshake): a short request
+ * spends its whole budget on it; the next one must start elsewhere. */
+static void request_after_a_timeout_starts_with_the_next_member(void **state)
+{
+    struct fixture *f = *state;
+    struct sockaddr_in in = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(in);
+    int silent = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(bind(silent, (struct sockaddr *)&in, sizeof(in)), 0);
+    assert_int_equal(listen(silent, 16), 0); /* the kernel completes handshakes; nobody reads */
+    assert_int_equal(getsockname(silent, (struct sockaddr *)&in, &len), 0);
+
+    char urls[256], err[512];
+    snprintf(urls, sizeof(urls), "http://127.0.0.1:%u,%s", ntohs(in.sin_port), f->base);
+    struct api_client *c;
+    struct api_response r;
+    assert_int_equal(api_client_create(urls, &c, err, sizeof(err)), 0);
+    assert_int_equal(api_client_request(c, "GET", "/v1/items", NULL, 300, &r, err, sizeof(err)),
+                     DVS_ETIMEOUT);
+    api_response_clear(&r);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(
+            api_client_request(c, "GET", "/v1/items", NULL, 300, &r, err, sizeof(err)), 0);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.url, f->base);
+        api_response_clear(&r);
+    }
+    api_client_destroy(c);
+    close(silent);
 }
 
 int main(void)
@@ -1555,6 +1585,7 @@ int main(void)
         T(broken_connection_fails_over_a_get_but_not_a_post),
         T(answer_over_16_mib_is_refused_by_the_client),
         T(client_times_out_on_a_request_that_is_never_answered),
+        T(request_after_a_timeout_starts_with_the_next_member),
 #undef T
 #define T(name) cmocka_unit_test_setup_teardown(name, setup_tokens, teardown)
         T(tokens_refuse_before_the_handler_runs_401_then_403),

@@ -1059,6 +1059,66 @@ static void restarted_agent_takes_back_a_frozen_service(void **state)
     unlink(path);
 }
 
+/* The agent's listening control socket at a per-test path. */
+static int listen_ctl_path(char *path, size_t len, const char *tag)
+{
+    snprintf(path, len, "/tmp/dvs-test-ctl-%d-%s.sock", (int)getpid(), tag);
+    unlink(path);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    strcpy(sa.sun_path, path);
+    int lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    assert_true(lfd >= 0);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(lfd, 4), 0);
+    return lfd;
+}
+
+/*
+ * The destination agent dies after the commit and before "start": the
+ * restore instance holds the only complete copy of the state (the source
+ * is already told it moved), so it must wait for the next agent on the
+ * path, not exit; the next agent adopts it and says "start".
+ */
+static void restore_waits_for_the_next_agent_on_its_path(void **state)
+{
+    struct env *e = *state;
+    struct dvs__ctl_msg m;
+    char path[108], env_path[160];
+    int lfd = listen_ctl_path(path, sizeof path, "restore");
+    snprintf(env_path, sizeof env_path, "DVS_CONTROL_PATH=%s", path);
+
+    start_a(e, NULL);
+    call_expect(e->client, "inc", "1");
+    call_expect(e->client, "inc", "2");
+    svc_cmd_ok(&e->a, "freeze", NULL);
+    e->memfd_b = copy_memfd(e->memfd_a);
+    svc_start(&e->b, "restore", e->memfd_b, 0, env_path, &m);
+    assert_string_equal(m.verb, "hello");
+    assert_string_equal(dvs__ctl_get(&m, "state"), "restoring");
+
+    /* The commit is in the directory; then the destination agent dies. */
+    dirstub_set(e->dir, "kv", e->b.address, 2, "running");
+    close(e->b.ctl);
+    e->b.ctl = 0;
+
+    /* The next agent: the instance, still restoring, connects to it. */
+    e->b.ctl = accept_timeout(lfd, 5000);
+    assert_true(e->b.ctl >= 0);
+    assert_int_equal(svc_recv(&e->b, 5000, &m), 0);
+    assert_string_equal(m.verb, "hello");
+    assert_string_equal(dvs__ctl_get(&m, "state"), "restoring");
+    assert_int_equal(svc_wait(&e->b, 0), -1);
+
+    svc_cmd_ok(&e->b, "start", "generation=2");
+    char args[128];
+    snprintf(args, sizeof args, "generation=2 address=%s linger_ms=300", e->b.address);
+    svc_cmd_ok(&e->a, "moved", args);
+    /* Nothing lost: the counter goes on from the copy. */
+    call_expect(e->client, "inc", "3");
+    close(lfd);
+    unlink(path);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -1097,6 +1157,7 @@ int main(int argc, char **argv)
         T(endpoint_without_instance_is_waited_for),
         T(in_process_server_serves_until_stopped),
         T(restarted_agent_takes_back_a_frozen_service),
+        T(restore_waits_for_the_next_agent_on_its_path),
     };
     return cmocka_run_group_tests_name("libdvs/server", tests, NULL, NULL);
 }
