@@ -1518,6 +1518,8 @@ static void client_refuses_an_invalid_token(void **state)
     assert_int_equal(api_client_set_token(c, NULL), 0);
     assert_int_equal(api_client_set_ca_file(c, "/nonexistent/ca.pem"), -ENOENT);
     api_client_destroy(c);
+}
+
 /* A member that takes connections and never answers (a stopped process,
  * or one cut off by the network after the handshake): a short request
  * spends its whole budget on it; the next one must start elsewhere. */
