@@ -1302,7 +1302,11 @@ void node_inst_reconcile(struct node *n, json_t *orders)
     struct node_instance *next;
     for (struct node_instance *inst = n->instances; inst; inst = next) {
         next = inst->next;
-        if (inst->seen || inst->dead || inst->migration_id > 0 ||
+        /* A migration's restore instance belongs to its migration, except
+         * one found at start-up (its agent died): unless the directory
+         * placed its endpoint here (seen), its migration did not commit. */
+        if (inst->seen || inst->dead ||
+            (inst->migration_id > 0 && inst->state != INST_UNDECIDED) ||
             node_mig_busy(n, inst->endpoint))
             continue;
         switch (inst->state) {

@@ -68,10 +68,12 @@ diag "$(jq -r .failed "$T/load.ten.json") failed of $(jq -r .ops "$T/load.ten.js
 diag "$(jq -r '.[] | "  #\(.id) \(.source)->\(.destination): \(.rounds) rounds, \(.bytes) bytes, downtime \(.downtime_ms) ms, stop \(.info.precopy_stop)"' <<<"$MIGS" | head -10 | tr '\n' ';')"
 
 # ---- writers that outrun the link: auto-converge ----
-# A 4 MiB/s link (--max-bandwidth) and a 4 ms budget: the rounds cannot
-# converge while the service writes thousands of pages a second.
-start_agent n3 --max-bandwidth 4194304 --precopy-max-rounds 2 --downtime-budget 4ms
-start_agent n4 --max-bandwidth 4194304 --precopy-max-rounds 2 --downtime-budget 4ms
+# A 2 MiB/s link (--max-bandwidth) and a 1 ms budget, below the 2 ms the
+# stop rule always counts for freeze, commit and start: no round can fit,
+# whatever the machine's speed, so the source must throttle through every
+# step and then stop and copy — the path of writers that outrun the link.
+start_agent n3 --max-bandwidth 2097152 --precopy-max-rounds 2 --downtime-budget 1ms
+start_agent n4 --max-bandwidth 2097152 --precopy-max-rounds 2 --downtime-budget 1ms
 both_up2() { node_up n3 && node_up n4; }
 check "two more agents with a capped link register" wait_until 10 both_up2
 create_kv hot n3 16M
