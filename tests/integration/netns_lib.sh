@@ -125,8 +125,10 @@ start_member() {
     local id=$1; shift
     mkdir -p "$T/$id"
     RESTART[$id]="start_member $id $(printf '%q ' "$@")"
+    # --insecure-open: the API listens on a namespace address, reachable only
+    # from the test's own namespaces; this harness tests faults, not tokens.
     ip netns exec "${NS[$id]}" "$MANAGER" serve --id "$id" --data-dir "$T/$id" \
-        --raft-addr "${RAFT[$id]}" --http-addr "${HTTP[$id]}" "$@" >>"$T/$id.log" 2>&1 &
+        --raft-addr "${RAFT[$id]}" --http-addr "${HTTP[$id]}" --insecure-open "$@" >>"$T/$id.log" 2>&1 &
     PIDS[$id]=$!
 }
 
