@@ -31,6 +31,18 @@ static bool word(const char *s)
     return true;
 }
 
+/* libdvs's verbs may also have inner hyphens ("track-start"). */
+static bool verb_word(const char *s)
+{
+    size_t len = strlen(s);
+    if (len == 0 || s[0] == '-' || s[len - 1] == '-')
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || *s == '_' || *s == '-'))
+            return false;
+    return true;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct dvs__ctl_msg m;
@@ -39,7 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rv = dvs__ctl_parse(data, size, &m);
     FUZZ_CHECK(rv == 0 || rv == -EINVAL || rv == -E2BIG);
     if (rv == 0) {
-        FUZZ_CHECK(in_buf(m.verb, m.buf, sizeof(m.buf)) && word(m.verb));
+        FUZZ_CHECK(in_buf(m.verb, m.buf, sizeof(m.buf)) && verb_word(m.verb));
         FUZZ_CHECK(m.n_args <= DVS__CTL_MAX_ARGS);
         for (unsigned i = 0; i < m.n_args; i++) {
             FUZZ_CHECK(in_buf(m.keys[i], m.buf, sizeof(m.buf)) && word(m.keys[i]));

@@ -44,10 +44,13 @@ static bool rec_valid(uint16_t type, uint64_t a, uint64_t b, uint64_t arena)
         return a % NODE_XFER_PAGE == 0 && b % NODE_XFER_PAGE == 0 && b > 0 &&
                (type != NODE_XFER_PAGES || b <= NODE_XFER_MAX_RUN) && a <= arena &&
                b <= arena - a;
+    case NODE_XFER_FREEZE: /* a known method and stop reason */
+        return a <= NODE_XFER_M_MAX && b <= NODE_XFER_S_MAX;
+    case NODE_XFER_THROTTLE: /* at most 10 s per request, a known reason */
+        return a <= 10000000 && b <= NODE_XFER_S_MAX;
     case NODE_XFER_ROUND:
     case NODE_XFER_END:
     case NODE_XFER_SYNC:
-    case NODE_XFER_FREEZE:
     case NODE_XFER_RESULT:
     case NODE_XFER_READY:
         return true;
