@@ -19,47 +19,13 @@
 #include <string.h>
 
 #include "common/util.h"
+#include "common/promtext.h"
 #include "dvs.h"
 #include "manager/rest.h"
 
-struct buf {
-    char *p;
-    size_t len, cap;
-};
-
-static void put(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(struct buf *b, const char *fmt, ...)
-{
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n >= 0 && (size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        b->cap = b->cap * 2 + (size_t)(n > 0 ? n : 64);
-        b->p = xrealloc(b->p, b->cap);
-    }
-}
-
-/* Write V as a label value: backslash, double quote and newline escaped. */
-static void put_label(struct buf *b, const char *v)
-{
-    for (; *v; v++) {
-        if (*v == '\\' || *v == '"')
-            put(b, "\\%c", *v);
-        else if (*v == '\n')
-            put(b, "\\n");
-        else
-            put(b, "%c", *v);
-    }
-}
-
 /* Count the elements of ARR by their string field FIELD, and print one sample
  * per value seen (plus zero samples for the values in ALWAYS). */
-static void count_by(struct buf *b, const char *metric, json_t *arr, const char *field,
+static void count_by(struct prom_buf *b, const char *metric, json_t *arr, const char *field,
                      const char *const *always)
 {
     json_t *counts = json_object();
@@ -79,9 +45,9 @@ static void count_by(struct buf *b, const char *metric, json_t *arr, const char 
     json_t *v;
     json_object_foreach(counts, k, v)
     {
-        put(b, "%s{%s=\"", metric, field);
-        put_label(b, k);
-        put(b, "\"} %lld\n", (long long)json_integer_value(v));
+        prom_put(b, "%s{%s=\"", metric, field);
+        prom_label(b, k);
+        prom_put(b, "\"} %lld\n", (long long)json_integer_value(v));
     }
     json_decref(counts);
 }
@@ -98,7 +64,7 @@ static long long stat_of(json_t *stats, const char *fmt, ...)
 }
 
 /* One histogram from the FSM's counters (fsm.h: NAME_bucket|PREFIX LE_MS ...). */
-static void fsm_histogram(struct buf *b, json_t *stats, const char *metric, const char *name,
+static void fsm_histogram(struct prom_buf *b, json_t *stats, const char *metric, const char *name,
                           const char *label, const char *value, const int64_t *le,
                           unsigned n)
 {
@@ -109,17 +75,17 @@ static void fsm_histogram(struct buf *b, json_t *stats, const char *metric, cons
         snprintf(prefix, sizeof(prefix), "%s/", value);
     }
     for (unsigned i = 0; i < n; i++)
-        put(b, "%s_bucket{%sle=\"%g\"} %lld\n", metric, lab, (double)le[i] / 1000.0,
+        prom_put(b, "%s_bucket{%sle=\"%g\"} %lld\n", metric, lab, (double)le[i] / 1000.0,
             stat_of(stats, "%s_bucket|%s%lld", name, prefix, (long long)le[i]));
     long long count = stat_of(stats, "%s_count|%s", name, label ? value : "");
-    put(b, "%s_bucket{%sle=\"+Inf\"} %lld\n", metric, lab, count);
-    put(b, "%s_sum%s %.3f\n", metric, sel,
+    prom_put(b, "%s_bucket{%sle=\"+Inf\"} %lld\n", metric, lab, count);
+    prom_put(b, "%s_sum%s %.3f\n", metric, sel,
         (double)stat_of(stats, "%s_sum_ms|%s", name, label ? value : "") / 1000.0);
-    put(b, "%s_count%s %lld\n", metric, sel, count);
+    prom_put(b, "%s_count%s %lld\n", metric, sel, count);
 }
 
 /* The counters apply keeps (fsm.h), and the event log's size. */
-static void migration_stats(struct buf *b, struct mgr *m)
+static void migration_stats(struct prom_buf *b, struct mgr *m)
 {
     static const char *const reasons[] = {"overload", "energy", "maintenance", "manual",
                                           "rebalance"};
@@ -128,21 +94,21 @@ static void migration_stats(struct buf *b, struct mgr *m)
     if (!stats)
         return; /* out of memory: leave them out rather than show zeros */
 
-    put(b, "# HELP dvs_migrations_total Migrations finished, by reason and outcome (from the "
+    prom_put(b, "# HELP dvs_migrations_total Migrations finished, by reason and outcome (from the "
            "replicated log: the same on every member).\n"
            "# TYPE dvs_migrations_total counter\n");
     for (unsigned r = 0; r < 5; r++)
         for (unsigned o = 0; o < 2; o++)
-            put(b, "dvs_migrations_total{reason=\"%s\",outcome=\"%s\"} %lld\n", reasons[r],
+            prom_put(b, "dvs_migrations_total{reason=\"%s\",outcome=\"%s\"} %lld\n", reasons[r],
                 outcomes[o], stat_of(stats, "migrations_total|%s/%s", reasons[r], outcomes[o]));
 
-    put(b, "# HELP dvs_migration_downtime_seconds Downtime of committed migrations, as "
+    prom_put(b, "# HELP dvs_migration_downtime_seconds Downtime of committed migrations, as "
            "reported by the source agent.\n"
            "# TYPE dvs_migration_downtime_seconds histogram\n");
     fsm_histogram(b, stats, "dvs_migration_downtime_seconds", "downtime", NULL, NULL,
                   mgr_fsm_downtime_le_ms, MGR_FSM_DOWNTIME_BUCKETS);
 
-    put(b, "# HELP dvs_migration_duration_seconds Time from a migration's record to its "
+    prom_put(b, "# HELP dvs_migration_duration_seconds Time from a migration's record to its "
            "commit or abort, by outcome.\n"
            "# TYPE dvs_migration_duration_seconds histogram\n");
     for (unsigned o = 0; o < 2; o++)
@@ -150,10 +116,10 @@ static void migration_stats(struct buf *b, struct mgr *m)
                       outcomes[o], mgr_fsm_duration_le_ms, MGR_FSM_DURATION_BUCKETS);
     json_decref(stats);
 
-    put(b, "# HELP dvs_events_retention Events the replicated event log keeps.\n"
+    prom_put(b, "# HELP dvs_events_retention Events the replicated event log keeps.\n"
            "# TYPE dvs_events_retention gauge\ndvs_events_retention %lld\n",
         (long long)mgr_fsm_events_retention(m->fsm));
-    put(b, "# HELP dvs_events_index FSM index of the newest event (X-Dvs-Index of "
+    prom_put(b, "# HELP dvs_events_index FSM index of the newest event (X-Dvs-Index of "
            "/v1/events).\n# TYPE dvs_events_index gauge\ndvs_events_index %llu\n",
         (unsigned long long)mgr_fsm_table_index(m->fsm, MGR_T_EVENTS));
 }
@@ -161,40 +127,40 @@ static void migration_stats(struct buf *b, struct mgr *m)
 void rest_get_metrics(struct api_req *req, void *data)
 {
     struct mgr *m = data;
-    struct buf b = {.p = xmalloc(4096), .cap = 4096};
+    struct prom_buf b = {.p = xmalloc(4096), .cap = 4096};
     unsigned short st = raft_state(&m->raft);
 
-    put(&b, "# HELP dvs_raft_state 1 for the state this member is in.\n"
+    prom_put(&b, "# HELP dvs_raft_state 1 for the state this member is in.\n"
             "# TYPE dvs_raft_state gauge\n");
     static const char *const states[] = {"unavailable", "follower", "candidate", "leader"};
     for (unsigned i = 0; i < 4; i++)
-        put(&b, "dvs_raft_state{state=\"%s\"} %d\n", states[i], st == i);
-    put(&b, "# HELP dvs_raft_term Current Raft term.\n# TYPE dvs_raft_term gauge\n"
+        prom_put(&b, "dvs_raft_state{state=\"%s\"} %d\n", states[i], st == i);
+    prom_put(&b, "# HELP dvs_raft_term Current Raft term.\n# TYPE dvs_raft_term gauge\n"
             "dvs_raft_term %llu\n",
         (unsigned long long)m->raft.current_term);
-    put(&b, "# HELP dvs_raft_commit_index Raft commit index.\n"
+    prom_put(&b, "# HELP dvs_raft_commit_index Raft commit index.\n"
             "# TYPE dvs_raft_commit_index gauge\ndvs_raft_commit_index %llu\n",
         (unsigned long long)m->raft.commit_index);
-    put(&b, "# HELP dvs_raft_last_applied Last Raft index applied to the FSM.\n"
+    prom_put(&b, "# HELP dvs_raft_last_applied Last Raft index applied to the FSM.\n"
             "# TYPE dvs_raft_last_applied gauge\ndvs_raft_last_applied %llu\n",
         (unsigned long long)raft_last_applied(&m->raft));
-    put(&b, "# HELP dvs_fsm_index Commands applied to the FSM (X-Dvs-Index).\n"
+    prom_put(&b, "# HELP dvs_fsm_index Commands applied to the FSM (X-Dvs-Index).\n"
             "# TYPE dvs_fsm_index gauge\ndvs_fsm_index %llu\n",
         (unsigned long long)mgr_fsm_index(m->fsm));
-    put(&b, "# HELP dvs_raft_members Members in the Raft configuration.\n"
+    prom_put(&b, "# HELP dvs_raft_members Members in the Raft configuration.\n"
             "# TYPE dvs_raft_members gauge\ndvs_raft_members %u\n",
         m->raft.configuration.n);
 
-    put(&b, "# HELP dvs_commit_seconds Time from a proposal to its application on the "
+    prom_put(&b, "# HELP dvs_commit_seconds Time from a proposal to its application on the "
             "leader.\n# TYPE dvs_commit_seconds histogram\n");
     for (unsigned i = 0; i < MGR_COMMIT_BUCKETS; i++)
-        put(&b, "dvs_commit_seconds_bucket{le=\"%g\"} %llu\n", mgr_commit_bucket_le[i],
+        prom_put(&b, "dvs_commit_seconds_bucket{le=\"%g\"} %llu\n", mgr_commit_bucket_le[i],
             (unsigned long long)m->commit_hist[i]);
-    put(&b, "dvs_commit_seconds_bucket{le=\"+Inf\"} %llu\n",
+    prom_put(&b, "dvs_commit_seconds_bucket{le=\"+Inf\"} %llu\n",
         (unsigned long long)m->commit_count);
-    put(&b, "dvs_commit_seconds_sum %.9f\ndvs_commit_seconds_count %llu\n", m->commit_sum_s,
+    prom_put(&b, "dvs_commit_seconds_sum %.9f\ndvs_commit_seconds_count %llu\n", m->commit_sum_s,
         (unsigned long long)m->commit_count);
-    put(&b, "# HELP dvs_proposals_failed_total Proposals that did not commit (lost "
+    prom_put(&b, "# HELP dvs_proposals_failed_total Proposals that did not commit (lost "
             "leadership, shutdown).\n# TYPE dvs_proposals_failed_total counter\n"
             "dvs_proposals_failed_total %llu\n",
         (unsigned long long)m->proposals_failed);
@@ -202,47 +168,47 @@ void rest_get_metrics(struct api_req *req, void *data)
     json_t *nodes = mgr_fsm_nodes(m->fsm);
     static const char *const node_states[] = {"up", "down", "draining", "drained", "standby",
                                               NULL};
-    put(&b, "# HELP dvs_nodes Nodes by state.\n# TYPE dvs_nodes gauge\n");
+    prom_put(&b, "# HELP dvs_nodes Nodes by state.\n# TYPE dvs_nodes gauge\n");
     count_by(&b, "dvs_nodes", nodes, "state", node_states);
     json_decref(nodes);
 
     json_t *eps = mgr_fsm_endpoints(m->fsm);
     static const char *const ep_states[] = {"pending", "running", "migrating", "failed",
                                             "stopped", NULL};
-    put(&b, "# HELP dvs_endpoints Endpoints by state.\n# TYPE dvs_endpoints gauge\n");
+    prom_put(&b, "# HELP dvs_endpoints Endpoints by state.\n# TYPE dvs_endpoints gauge\n");
     count_by(&b, "dvs_endpoints", eps, "state", ep_states);
     json_decref(eps);
 
     json_t *migs = mgr_fsm_migrations(m->fsm);
-    put(&b, "# HELP dvs_migrations Migration records by phase.\n"
+    prom_put(&b, "# HELP dvs_migrations Migration records by phase.\n"
             "# TYPE dvs_migrations gauge\n");
     static const char *const phases[] = {"planned", "precopy", "frozen", "committed",
                                          "aborted", NULL};
     count_by(&b, "dvs_migrations", migs, "phase", phases);
-    put(&b, "# HELP dvs_migrations_by_reason Migration records by reason.\n"
+    prom_put(&b, "# HELP dvs_migrations_by_reason Migration records by reason.\n"
             "# TYPE dvs_migrations_by_reason gauge\n");
     static const char *const reasons[] = {"overload", "energy", "maintenance", "manual",
                                           "rebalance", NULL};
     count_by(&b, "dvs_migrations_by_reason", migs, "reason", reasons);
     json_decref(migs);
 
-    put(&b, "# HELP dvs_fsm_apply_seconds Time this member took to apply each log entry to "
+    prom_put(&b, "# HELP dvs_fsm_apply_seconds Time this member took to apply each log entry to "
             "its FSM.\n# TYPE dvs_fsm_apply_seconds histogram\n");
     for (unsigned i = 0; i < MGR_APPLY_BUCKETS; i++)
-        put(&b, "dvs_fsm_apply_seconds_bucket{le=\"%g\"} %llu\n", mgr_apply_bucket_le[i],
+        prom_put(&b, "dvs_fsm_apply_seconds_bucket{le=\"%g\"} %llu\n", mgr_apply_bucket_le[i],
             (unsigned long long)m->apply_hist[i]);
-    put(&b, "dvs_fsm_apply_seconds_bucket{le=\"+Inf\"} %llu\n",
+    prom_put(&b, "dvs_fsm_apply_seconds_bucket{le=\"+Inf\"} %llu\n",
         (unsigned long long)m->apply_count);
-    put(&b, "dvs_fsm_apply_seconds_sum %.9f\ndvs_fsm_apply_seconds_count %llu\n",
+    prom_put(&b, "dvs_fsm_apply_seconds_sum %.9f\ndvs_fsm_apply_seconds_count %llu\n",
         m->apply_sum_s, (unsigned long long)m->apply_count);
 
     migration_stats(&b, m);
 
     char *sched = mgr_sched_metrics(m);
-    put(&b, "%s", sched);
+    prom_put(&b, "%s", sched);
     free(sched);
 
-    put(&b, "# HELP dvs_blocking_queries_parked Blocking queries waiting on this member.\n"
+    prom_put(&b, "# HELP dvs_blocking_queries_parked Blocking queries waiting on this member.\n"
             "# TYPE dvs_blocking_queries_parked gauge\ndvs_blocking_queries_parked %u\n",
         mgr_watches_count(m));
     api_reply_text(req, 200, "text/plain; version=0.0.4", b.p);

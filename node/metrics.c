@@ -16,7 +16,6 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +24,7 @@
 #include "api/http.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "common/promtext.h"
 #include "node/agent.h"
 
 #define COMP NODE_COMP_AGENT
@@ -112,44 +112,9 @@ void node_metrics_heartbeat(struct node *n, bool ok)
 /* The exposition                                                             */
 /* ------------------------------------------------------------------------ */
 
-struct buf {
-    char *p;
-    size_t len, cap;
-};
-
-static void put(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(struct buf *b, const char *fmt, ...)
+static void family(struct prom_buf *b, const char *name, const char *type, const char *help)
 {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n >= 0 && (size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        b->cap = b->cap * 2 + (size_t)(n > 0 ? n : 64);
-        b->p = xrealloc(b->p, b->cap);
-    }
-}
-
-/* A label value: backslash, double quote and newline escaped. */
-static void put_label(struct buf *b, const char *v)
-{
-    for (; *v; v++) {
-        if (*v == '\\' || *v == '"')
-            put(b, "\\%c", *v);
-        else if (*v == '\n')
-            put(b, "\\n");
-        else
-            put(b, "%c", *v);
-    }
-}
-
-static void family(struct buf *b, const char *name, const char *type, const char *help)
-{
-    put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    prom_put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 static const char *const inst_state_names[] = {
@@ -163,7 +128,7 @@ static void on_get_metrics(struct api_req *req, void *data)
 {
     struct node *n = data;
     struct node_metrics *mx = n->metrics;
-    struct buf b = {.p = xmalloc(4096), .cap = 4096};
+    struct prom_buf b = {.p = xmalloc(4096), .cap = 4096};
 
     pthread_mutex_lock(&n->mu);
     struct node_load_figures load = n->load;
@@ -171,29 +136,29 @@ static void on_get_metrics(struct api_req *req, void *data)
     pthread_mutex_unlock(&n->mu);
 
     family(&b, "dvs_node_info", "gauge", "The agent's identity (always 1).");
-    put(&b, "dvs_node_info{node=\"");
-    put_label(&b, n->cfg.id);
+    prom_put(&b, "dvs_node_info{node=\"");
+    prom_label(&b, n->cfg.id);
     unsigned v = dvs_version();
-    put(&b, "\",version=\"%u.%u.%u\"} 1\n", (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff);
+    prom_put(&b, "\",version=\"%u.%u.%u\"} 1\n", (v >> 16) & 0xff, (v >> 8) & 0xff, v & 0xff);
     family(&b, "dvs_node_registered", "gauge",
            "1 when the agent is registered with the manager.");
-    put(&b, "dvs_node_registered %d\n", registered ? 1 : 0);
+    prom_put(&b, "dvs_node_registered %d\n", registered ? 1 : 0);
     family(&b, "dvs_node_cpu_capacity_cores", "gauge", "CPU capacity declared to the manager.");
-    put(&b, "dvs_node_cpu_capacity_cores %g\n", n->cpu_capacity);
+    prom_put(&b, "dvs_node_cpu_capacity_cores %g\n", n->cpu_capacity);
     family(&b, "dvs_node_memory_capacity_bytes", "gauge",
            "Memory capacity declared to the manager.");
-    put(&b, "dvs_node_memory_capacity_bytes %" PRIu64 "\n", n->mem_capacity);
+    prom_put(&b, "dvs_node_memory_capacity_bytes %" PRIu64 "\n", n->mem_capacity);
     family(&b, "dvs_node_cpu_used_cores", "gauge",
            "CPU in use at the last load sample (/proc/stat; the services' own when --cpu "
            "is set), as sent in heartbeats.");
-    put(&b, "dvs_node_cpu_used_cores %g\n", load.valid ? load.cpu_used : 0.0);
+    prom_put(&b, "dvs_node_cpu_used_cores %g\n", load.valid ? load.cpu_used : 0.0);
     family(&b, "dvs_node_memory_used_bytes", "gauge",
            "Memory in use at the last load sample (/proc/meminfo; the services' RSS when "
            "--mem is set), as sent in heartbeats.");
-    put(&b, "dvs_node_memory_used_bytes %.0f\n", load.valid ? load.mem_used : 0.0);
+    prom_put(&b, "dvs_node_memory_used_bytes %.0f\n", load.valid ? load.mem_used : 0.0);
     family(&b, "dvs_node_requests_per_second", "gauge",
            "Requests per second the services reported at the last load sample.");
-    put(&b, "dvs_node_requests_per_second %g\n", load.valid ? load.rps : 0.0);
+    prom_put(&b, "dvs_node_requests_per_second %g\n", load.valid ? load.rps : 0.0);
 
     uint64_t by_state[INST_STATES] = {0};
     for (struct node_instance *i = n->instances; i; i = i->next)
@@ -201,7 +166,7 @@ static void on_get_metrics(struct api_req *req, void *data)
             by_state[i->state]++;
     family(&b, "dvs_node_instances", "gauge", "Service instances on this agent, by state.");
     for (size_t s = 0; s < INST_STATES; s++)
-        put(&b, "dvs_node_instances{state=\"%s\"} %" PRIu64 "\n", inst_state_names[s],
+        prom_put(&b, "dvs_node_instances{state=\"%s\"} %" PRIu64 "\n", inst_state_names[s],
             by_state[s]);
 
     family(&b, "dvs_node_service_cpu_cores", "gauge",
@@ -209,67 +174,67 @@ static void on_get_metrics(struct api_req *req, void *data)
     for (struct node_instance *i = n->instances; i; i = i->next) {
         if (!i->have_sample || i->pid == 0)
             continue;
-        put(&b, "dvs_node_service_cpu_cores{endpoint=\"");
-        put_label(&b, i->endpoint);
-        put(&b, "\"} %g\n", i->cpu_cores);
+        prom_put(&b, "dvs_node_service_cpu_cores{endpoint=\"");
+        prom_label(&b, i->endpoint);
+        prom_put(&b, "\"} %g\n", i->cpu_cores);
     }
     family(&b, "dvs_node_service_memory_bytes", "gauge",
            "Resident memory of each running service at the last sample.");
     for (struct node_instance *i = n->instances; i; i = i->next) {
         if (!i->have_sample || i->pid == 0)
             continue;
-        put(&b, "dvs_node_service_memory_bytes{endpoint=\"");
-        put_label(&b, i->endpoint);
-        put(&b, "\"} %" PRIu64 "\n", i->rss);
+        prom_put(&b, "dvs_node_service_memory_bytes{endpoint=\"");
+        prom_label(&b, i->endpoint);
+        prom_put(&b, "\"} %" PRIu64 "\n", i->rss);
     }
 
     family(&b, "dvs_node_service_restarts_total", "counter",
            "Services restarted after a crash.");
-    put(&b, "dvs_node_service_restarts_total %" PRIu64 "\n", mx->restarts);
+    prom_put(&b, "dvs_node_service_restarts_total %" PRIu64 "\n", mx->restarts);
     family(&b, "dvs_node_heartbeats_total", "counter", "Heartbeats the manager accepted.");
-    put(&b, "dvs_node_heartbeats_total %" PRIuFAST64 "\n", atomic_load(&mx->heartbeats_ok));
+    prom_put(&b, "dvs_node_heartbeats_total %" PRIuFAST64 "\n", atomic_load(&mx->heartbeats_ok));
     family(&b, "dvs_node_heartbeat_failures_total", "counter",
            "Heartbeats that failed (no member reachable, refused, timed out).");
-    put(&b, "dvs_node_heartbeat_failures_total %" PRIuFAST64 "\n",
+    prom_put(&b, "dvs_node_heartbeat_failures_total %" PRIuFAST64 "\n",
         atomic_load(&mx->heartbeats_failed));
 
     family(&b, "dvs_node_migrations_total", "counter",
            "Migrations this agent took part in, by role and outcome.");
     for (int r = 0; r < ROLES; r++)
         for (int o = 0; o < OUTCOMES; o++)
-            put(&b, "dvs_node_migrations_total{role=\"%s\",outcome=\"%s\"} %" PRIu64 "\n",
+            prom_put(&b, "dvs_node_migrations_total{role=\"%s\",outcome=\"%s\"} %" PRIu64 "\n",
                 role_names[r], outcome_names[o], mx->migrations[r][o]);
     family(&b, "dvs_node_migration_bytes_sent_total", "counter",
            "Arena bytes sent to destinations.");
-    put(&b, "dvs_node_migration_bytes_sent_total %" PRIu64 "\n", mx->bytes_sent);
+    prom_put(&b, "dvs_node_migration_bytes_sent_total %" PRIu64 "\n", mx->bytes_sent);
     family(&b, "dvs_node_migration_bytes_received_total", "counter",
            "Arena bytes received from sources.");
-    put(&b, "dvs_node_migration_bytes_received_total %" PRIu64 "\n", mx->bytes_received);
+    prom_put(&b, "dvs_node_migration_bytes_received_total %" PRIu64 "\n", mx->bytes_received);
 
     family(&b, "dvs_node_migration_downtime_seconds", "histogram",
            "Downtime of the migrations this agent committed as source.");
     for (size_t i = 0; i < DOWNTIME_BUCKETS; i++)
-        put(&b, "dvs_node_migration_downtime_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+        prom_put(&b, "dvs_node_migration_downtime_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
             (double)downtime_le_ms[i] / 1000.0, mx->downtime_hist[i]);
-    put(&b, "dvs_node_migration_downtime_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n",
+    prom_put(&b, "dvs_node_migration_downtime_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n",
         mx->downtime_count);
-    put(&b, "dvs_node_migration_downtime_seconds_sum %.3f\n",
+    prom_put(&b, "dvs_node_migration_downtime_seconds_sum %.3f\n",
         (double)mx->downtime_sum_ms / 1000.0);
-    put(&b, "dvs_node_migration_downtime_seconds_count %" PRIu64 "\n", mx->downtime_count);
+    prom_put(&b, "dvs_node_migration_downtime_seconds_count %" PRIu64 "\n", mx->downtime_count);
 
     family(&b, "dvs_node_migration_duration_seconds", "histogram",
            "How long the migrations this agent took part in ran, by role.");
     for (int r = 0; r < ROLES; r++) {
         for (size_t i = 0; i < DURATION_BUCKETS; i++)
-            put(&b, "dvs_node_migration_duration_seconds_bucket{role=\"%s\",le=\"%g\"} %" PRIu64
+            prom_put(&b, "dvs_node_migration_duration_seconds_bucket{role=\"%s\",le=\"%g\"} %" PRIu64
                     "\n",
                 role_names[r], (double)duration_le_ms[i] / 1000.0, mx->duration_hist[r][i]);
-        put(&b, "dvs_node_migration_duration_seconds_bucket{role=\"%s\",le=\"+Inf\"} %" PRIu64
+        prom_put(&b, "dvs_node_migration_duration_seconds_bucket{role=\"%s\",le=\"+Inf\"} %" PRIu64
                 "\n",
             role_names[r], mx->duration_count[r]);
-        put(&b, "dvs_node_migration_duration_seconds_sum{role=\"%s\"} %.3f\n", role_names[r],
+        prom_put(&b, "dvs_node_migration_duration_seconds_sum{role=\"%s\"} %.3f\n", role_names[r],
             (double)mx->duration_sum_ms[r] / 1000.0);
-        put(&b, "dvs_node_migration_duration_seconds_count{role=\"%s\"} %" PRIu64 "\n",
+        prom_put(&b, "dvs_node_migration_duration_seconds_count{role=\"%s\"} %" PRIu64 "\n",
             role_names[r], mx->duration_count[r]);
     }
 
