@@ -96,7 +96,6 @@ enum mig_state {
     D_PREPARING,  /* arena made, precopy report in flight */
     D_WAITING,    /* precopy reported; waiting for the source to connect */
     D_RECEIVING,  /* the source is streaming */
-    D_VERIFYING,  /* END received; image checksum on the pool */
     D_SPAWNING,   /* image verified; waiting for the restore instance to open */
     D_COMMITTING, /* PATCH committed in flight */
     D_STARTING,   /* committed; "start" sent */
@@ -117,7 +116,7 @@ enum mig_state {
 
 static const char *const state_names[] = {
     [D_PREPARING] = "preparing", [D_WAITING] = "waiting",     [D_RECEIVING] = "receiving",
-    [D_VERIFYING] = "verifying", [D_SPAWNING] = "spawning",   [D_COMMITTING] = "committing",
+    [D_SPAWNING] = "spawning",   [D_COMMITTING] = "committing",
     [D_STARTING] = "starting",   [S_PLANNED] = "planned",     [S_CONNECTING] = "connecting",
     [S_PREPARING] = "preparing-destination", [S_TRACKING] = "tracking",
     [S_PRECOPY] = "precopy",     [S_FREEZING] = "freezing",   [S_SENDING] = "sending",     [S_SENT] = "sent",
@@ -342,11 +341,10 @@ static void mig_handle_closed(uv_handle_t *h)
     mig_free_if_done(m);
 }
 
-/* The secret of the migration reconcile_one is creating (mig_new takes it). */
-static const char *pending_secret;
-
-static struct node_migration *mig_new(struct node *n, int64_t id, const char *endpoint,
-                                      const char *peer, bool is_source)
+/* A new migration, as the orders entry mj describes it (its transfer
+ * secret is taken from there). */
+static struct node_migration *mig_new(struct node *n, int64_t id, json_t *mj,
+                                      const char *endpoint, const char *peer, bool is_source)
 {
     struct node_migration *m = xcalloc(1, sizeof(*m));
     m->n = n;
@@ -356,9 +354,8 @@ static struct node_migration *mig_new(struct node *n, int64_t id, const char *en
     snprintf(m->peer, sizeof(m->peer), "%s", peer ? peer : "?");
     m->is_source = is_source;
     m->memfd = -1;
-    m->has_secret =
-        pending_secret && xfer_mac_key_from_hex(pending_secret, m->secret) == 0;
-    pending_secret = NULL;
+    const char *secret = json_string_value(json_object_get(mj, "transfer_secret"));
+    m->has_secret = secret && xfer_mac_key_from_hex(secret, m->secret) == 0;
     m->t_start_ms = now_mono_ms();
     uv_timer_init(&n->loop, &m->timer);
     m->timer.data = m;
@@ -1336,7 +1333,7 @@ static void endpoint_read(struct node *n, const struct node_call_result *res, ui
 static void dst_new(struct node *n, int64_t id, json_t *mj, const char *endpoint,
                     const char *source)
 {
-    struct node_migration *m = mig_new(n, id, endpoint, source, false);
+    struct node_migration *m = mig_new(n, id, mj, endpoint, source, false);
     log_info(COMP, "migration=%" PRId64 " endpoint=%s role=destination phase=planned from=%s",
              id, endpoint, source);
     if (node_inst_find(n, endpoint) && node_inst_find(n, endpoint)->pid > 0) {
@@ -1383,7 +1380,6 @@ static void scan_run(uv_work_t *w)
 }
 
 static void src_round0_scanned(struct node_migration *m, struct scan_work *s);
-static void dst_verified(struct node_migration *m, struct scan_work *s);
 static void dst_spawn(struct node_migration *m);
 static void src_part_hashed(struct node_migration *m, struct scan_work *s);
 static void src_rechecked(struct node_migration *m, struct scan_work *s);
@@ -1421,15 +1417,33 @@ static void queue_scan(struct node_migration *m, enum scan_kind kind, uint64_t f
     uv_queue_work(&m->n->loop, &s->work, scan_run, scan_after);
 }
 
+/*
+ * END and the MAC tag are in: the image checksum the destination kept as
+ * pages arrived must be the source's, computed from its frozen arena. Then
+ * commit, once the restore instance (started during the transfer) is up.
+ */
 static void dst_received(struct node_migration *m, uint64_t sum)
 {
-    mig_set_state(m, D_VERIFYING);
     log_info(COMP, "migration=%" PRId64 " endpoint=%s role=destination received bytes=%" PRIu64
                    " rounds=%" PRIu64 " method=%s in %" PRId64 " ms",
              m->id, m->endpoint, m->bytes, m->rounds, node_xfer_method_name(m->d_method),
              m->t_end_ms - m->t_start_ms);
-    struct scan_work s = {.rv = 0, .res = {.checksum = sum}};
-    dst_verified(m, &s);
+    if (sum != m->scan.checksum) {
+        mig_abort(m, "image checksum mismatch: received %016" PRIx64 ", source sent %016" PRIx64,
+                  sum, m->scan.checksum);
+        return;
+    }
+    log_debug(COMP, "migration=%" PRId64 " checksum ok", m->id);
+    if (m->conn)
+        m->conn->map = NULL;
+    mig_set_state(m, D_SPAWNING);
+    if (m->restore_ready) {
+        mig_set_state(m, D_COMMITTING);
+        send_commit(m);
+    }
+    /* else node_mig_on_restore_ready commits. The service module enforces
+     * the start deadline (it kills a service that does not open in time,
+     * which aborts us). */
 }
 
 /* ---- the reservation (DESIGN.md §4: pre-fault before the freeze) ---- */
@@ -1500,33 +1514,6 @@ static void dst_reserve(struct node_migration *m)
     uv_queue_work(&m->n->loop, &r->work, reserve_run, reserve_after);
 }
 
-static void dst_verified(struct node_migration *m, struct scan_work *s)
-{
-    if (m->state != D_VERIFYING)
-        return;
-    if (s->rv != 0) {
-        mig_abort(m, "cannot check the received arena: %s", strerror(-s->rv));
-        return;
-    }
-    if (s->res.checksum != m->scan.checksum) {
-        mig_abort(m, "image checksum mismatch: received %016" PRIx64 ", source sent %016" PRIx64,
-                  s->res.checksum, m->scan.checksum);
-        return;
-    }
-    log_debug(COMP, "migration=%" PRId64 " checksum ok pages=%" PRIu64 " in %" PRId64 " ms",
-              m->id, s->res.pages, s->ms);
-    if (m->conn)
-        m->conn->map = NULL;
-    mig_set_state(m, D_SPAWNING);
-    if (m->restore_ready) {
-        mig_set_state(m, D_COMMITTING);
-        send_commit(m);
-    }
-    /* else node_mig_on_restore_ready commits. The service module enforces
-     * the start deadline (it kills a service that does not open in time,
-     * which aborts us). */
-}
-
 /*
  * Start the service binary in restore mode on the arena now, while pages
  * still arrive: it maps the memfd (shared: it sees every page we write),
@@ -1553,8 +1540,6 @@ static void dst_spawn(struct node_migration *m)
     m->inst_serial = inst->serial;
     m->restore_spawned = true;
 }
-
-static void send_commit(struct node_migration *m);
 
 static void commit_done(struct node *n, const struct node_call_result *res, uint64_t cookie);
 
@@ -1616,7 +1601,7 @@ void node_mig_on_restore_ready(struct node *n, struct node_instance *inst)
         return;
     m->restore_ready = true;
     if (m->state != D_SPAWNING)
-        return; /* the image is not complete yet: dst_verified commits */
+        return; /* the image is not complete yet: dst_received commits */
     mig_set_state(m, D_COMMITTING);
     send_commit(m);
 }
@@ -2212,6 +2197,22 @@ static void src_send(struct node_migration *m, struct node_runs *runs, bool fina
 
 static void src_collected(struct node_migration *m, int err, struct node_runs *dirty);
 
+/* Every allocated page of the arena, as if all were written: what is sent
+ * when tracking cannot say (overflow, failure) or there is none. Returns 0
+ * or a negated errno from lseek. */
+static int all_allocated(struct node_migration *m, struct node_runs *out)
+{
+    struct node_xfer_run *ext = NULL;
+    size_t next = 0;
+    int rv = node_xfer_extents(m->memfd, m->arena_size, 0, SIZE_MAX, &ext, &next);
+    if (rv != 0)
+        return rv;
+    for (size_t i = 0; i < next; i++)
+        node_runs_add(out, ext[i].offset, ext[i].len);
+    free(ext);
+    return 0;
+}
+
 static void track_collect_answered(struct node *n, int err, struct node_ctl_msg *reply,
                                    uint64_t cookie)
 {
@@ -2231,15 +2232,10 @@ static void track_collect_answered(struct node *n, int err, struct node_ctl_msg 
     if (overflow) {
         /* The service stopped tracking page by page (too many faults for
          * vm.max_map_count): every allocated page counts as written. */
-        struct node_xfer_run *ext = NULL;
-        size_t next = 0;
-        if (node_xfer_extents(m->memfd, m->arena_size, 0, SIZE_MAX, &ext, &next) != 0) {
+        if (all_allocated(m, &dirty) != 0) {
             src_collected(m, -EIO, &dirty);
             return;
         }
-        for (size_t i = 0; i < next; i++)
-            node_runs_add(&dirty, ext[i].offset, ext[i].len);
-        free(ext);
     } else {
         node_dirty_bitmap_runs(m->bitmap, m->arena_size / NODE_XFER_PAGE, (unsigned)which,
                                &dirty);
@@ -2491,17 +2487,13 @@ static void src_collected(struct node_migration *m, int err, struct node_runs *d
                                "allocated page",
                          m->id, strerror(-err));
             node_runs_free(&last);
-            struct node_xfer_run *ext = NULL;
-            size_t next = 0;
-            int rv = node_xfer_extents(m->memfd, m->arena_size, 0, SIZE_MAX, &ext, &next);
+            int rv = all_allocated(m, &last);
             if (rv != 0) {
+                node_runs_free(&last);
                 node_runs_free(dirty);
                 mig_abort(m, "cannot read the arena's extents: %s", strerror(-rv));
                 return;
             }
-            for (size_t i = 0; i < next; i++)
-                node_runs_add(&last, ext[i].offset, ext[i].len);
-            free(ext);
             if (m->method != NODE_XFER_M_NONE)
                 m->stop_reason = NODE_XFER_S_TRACKING_LOST;
         } else {
@@ -2902,7 +2894,6 @@ static void src_finish_committed(struct node_migration *m)
 
 static void reconcile_one(struct node *n, json_t *mj)
 {
-    pending_secret = NULL;
     int64_t id = (int64_t)json_integer_value(json_object_get(mj, "id"));
     const char *ep = json_string_value(json_object_get(mj, "endpoint"));
     const char *src = json_string_value(json_object_get(mj, "source"));
@@ -2917,8 +2908,6 @@ static void reconcile_one(struct node *n, json_t *mj)
     if (!me_src && !me_dst)
         return;
     struct node_migration *m = mig_find(n, id);
-    if (!m)
-        pending_secret = json_string_value(json_object_get(mj, "transfer_secret"));
     if (m) {
         m->seen = true;
         if (m->is_source && m->state == S_PLANNED && strcmp(phase, "planned") != 0 &&
@@ -2938,7 +2927,7 @@ static void reconcile_one(struct node *n, json_t *mj)
         } else {
             /* Active but unknown here: this agent restarted mid-migration and
              * lost the stream. Only an abort can end it cleanly. */
-            m = mig_new(n, id, ep, src, false);
+            m = mig_new(n, id, mj, ep, src, false);
             m->seen = true;
             mig_abort(m, "the destination agent restarted during the migration");
         }
@@ -2946,7 +2935,7 @@ static void reconcile_one(struct node *n, json_t *mj)
             m->seen = true;
         return;
     }
-    m = mig_new(n, id, ep, dst, true);
+    m = mig_new(n, id, mj, ep, dst, true);
     m->seen = true;
     struct node_instance *inst = node_inst_find(n, ep);
     if (inst)
