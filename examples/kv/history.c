@@ -139,7 +139,7 @@ static int kv_parse_u64(const char *s, uint64_t *ret)
     return 0;
 }
 
-static int kv_parse_i64(const char *s, int64_t *ret)
+int kv_hist_parse_i64(const char *s, int64_t *ret)
 {
     if (*s != '-' && (*s < '0' || *s > '9'))
         return -EINVAL;
@@ -321,7 +321,7 @@ int kv_history_read(FILE *f, const char *name, struct kv_history **ret_history,
             int64_t delta;
             if (op == KV_HIST_PUT && strcmp(value, KV_HISTORY_NIL) == 0)
                 BAD("put of nil");
-            if (op == KV_HIST_INCR && kv_parse_i64(value, &delta) != 0)
+            if (op == KV_HIST_INCR && kv_hist_parse_i64(value, &delta) != 0)
                 BAD("incr delta \"%.32s\" is not an integer", value);
             if ((op == KV_HIST_GET || op == KV_HIST_DELETE) &&
                 strcmp(value, KV_HISTORY_NIL) != 0)
@@ -370,7 +370,7 @@ int kv_history_read(FILE *f, const char *name, struct kv_history **ret_history,
         o->t_done = t;
         if (type == KV_HIST_OK) {
             int64_t v;
-            if (op == KV_HIST_INCR && kv_parse_i64(value, &v) != 0)
+            if (op == KV_HIST_INCR && kv_hist_parse_i64(value, &v) != 0)
                 BAD("incr result \"%.32s\" is not an integer", value);
             if (op == KV_HIST_PUT && (o->in == NULL || strcmp(o->in, value) != 0))
                 BAD("put completion's value differs from its invocation's");
@@ -778,7 +778,7 @@ static int kv_check_counter(struct kv_checker *c, const size_t *idx, size_t n,
                 continue;
             c->sum.reads++;
             int64_t v = 0;
-            if (g->out != NULL && kv_parse_i64(g->out, &v) != 0) {
+            if (g->out != NULL && kv_hist_parse_i64(g->out, &v) != 0) {
                 kv_violation(c, "key %s: get (line %zu) read %s, not a counter", key,
                              g->line_done, g->out);
                 continue;
@@ -806,7 +806,7 @@ static int kv_check_counter(struct kv_checker *c, const size_t *idx, size_t n,
             rv = 0;
         } else if (rv != 0) {
             goto out;
-        } else if (kv_parse_i64(text, &v) != 0) {
+        } else if (kv_hist_parse_i64(text, &v) != 0) {
             kv_violation(c, "key %s: the service has \"%s\", not a counter", key, text);
             free(text);
             goto out;

@@ -70,6 +70,12 @@ const char *kv_hist_op_name(enum kv_hist_op op);
  */
 bool kv_hist_error_is_definite(int err);
 
+/* A counter value or increment as histories write it: optional '-', then
+ * decimal digits, nothing else (no '+', no spaces), within int64. 0 or
+ * -EINVAL. The one reader of numbers for every checker, so that they agree
+ * on what is a number. */
+int kv_hist_parse_i64(const char *s, int64_t *ret);
+
 /* A parsed history: operations, each an invoke matched with its completion. */
 struct kv_history;
 

@@ -131,12 +131,10 @@ static int64_t lin_value_id(const struct lin_key *k, const char *v)
 
 static bool lin_parse_i64(const char *s, int64_t *ret)
 {
-    if (s == NULL || *s == '\0')
-        return false;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno != 0 || *end != '\0' || v == LIN_COUNTER_ABSENT)
+    /* The history's own reader (history.h), so that both checkers agree on
+     * what is a number; INT64_MIN stands for "absent" here. */
+    int64_t v;
+    if (s == NULL || kv_hist_parse_i64(s, &v) != 0 || v == LIN_COUNTER_ABSENT)
         return false;
     *ret = v;
     return true;
